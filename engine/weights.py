@@ -340,3 +340,31 @@ def _norm(v: Any) -> Any:
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         return float(v)
     return v
+
+
+# --------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------
+
+
+def save_fastpitch(model: FastPitch, path: str | os.PathLike, train_setup: Mapping[str, Any],
+                   half: bool = False, include_aligner: bool = True, **extra: Any) -> None:
+    """Write a FastPitch checkpoint in the hub layout ({'state_dict', 'config', 'train_setup'}).
+
+    ``half`` stores floating tensors as fp16 (they load back into an fp32 model);
+    ``include_aligner=False`` drops the training-only ``attention.*`` tensors.
+    """
+    sd = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
+          for k, v in model.state_dict().items()
+          if include_aligner or not k.startswith("attention.")}
+    torch.save({"state_dict": sd, "config": model.config.to_dict(),
+                "train_setup": dict(train_setup), **extra}, path)
+
+
+def save_hifigan(model: Generator, path: str | os.PathLike, train_setup: Mapping[str, Any],
+                 **extra: Any) -> None:
+    """Write a generator in NVIDIA's layout ({'generator', 'config', 'train_setup'}), with
+    folded (plain) conv weights."""
+    sd = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    torch.save({"generator": sd, "config": model.config.to_dict(),
+                "train_setup": dict(train_setup), **extra}, path)

