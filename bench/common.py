@@ -1,0 +1,101 @@
+"""Shared bench helpers: environment description, statistics, CSV rows, the bench voice."""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import os
+import platform
+import statistics
+import subprocess
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+PHRASE_128 = (HERE / "data" / "benchmark_phrase_128.txt").read_text().strip()
+
+# Durations that make speech of a realistic length from random weights: ~7 frames per token
+# (LJSpeech averages ~6-8), i.e. the 128-char phrase becomes ~8 s of audio.
+BENCH_FRAMES_PER_TOKEN = 7.0
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """What a result row must say about where it was measured."""
+    try:
+        import triton  # noqa: F401
+
+        triton_version = triton.__version__
+    except Exception:  # noqa: BLE001 - triton is optional on CPU
+        triton_version = "none"
+    if device.type == "cuda":
+        dev_name = torch.cuda.get_device_name(device)
+    else:
+        dev_name = f"{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE,
+                                capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {"date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "commit": commit or "unknown", "device": dev_name, "torch": torch.__version__,
+            "triton": triton_version, "python": platform.python_version(),
+            "cpu_count": os.cpu_count()}
+
+
+def summarize(xs: Sequence[float]) -> dict[str, float]:
+    """median, p5/p95-style spread (min, max, IQR) of a sample."""
+    s = sorted(xs)
+    q = statistics.quantiles(s, n=4) if len(s) >= 2 else [s[0]] * 3
+    return {"median": statistics.median(s), "min": s[0], "max": s[-1], "q1": q[0], "q3": q[2],
+            "n": len(s)}
+
+
+def percentile(xs: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile, p in [0, 100]."""
+    s = sorted(xs)
+    k = max(0, min(len(s) - 1, int(round(p / 100 * len(s) + 0.5)) - 1))
+    return s[k]
+
+
+def write_rows(name: str, rows: list[dict[str, Any]]) -> Path:
+    """Append rows to bench/results/<name>.csv (header written once)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.csv"
+    fields = list(rows[0])
+    new = not path.exists()
+    if not new:
+        with open(path, newline="") as f:
+            header = next(csv.reader(f), [])
+        if header != fields:  # columns changed: start a fresh file beside the old one
+            path.rename(path.with_suffix(f".{_dt.datetime.now():%Y%m%d%H%M%S}.csv"))
+            new = True
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        if new:
+            w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def bench_fastpitch(preset: str = "nvidia"):
+    """A FastPitch of the given preset with random weights and fixed realistic durations.
+
+    Speed does not depend on weight values, only on shapes and lengths; durations are fixed
+    so the mel (and so the vocoder's work) has a realistic length.
+    """
+    import math
+
+    from engine.config import FASTPITCH_PRESETS
+    from engine.fastpitch import FastPitch
+
+    torch.manual_seed(0)
+    fp = FastPitch(FASTPITCH_PRESETS[preset]).eval()
+    with torch.no_grad():
+        fp.duration_predictor.fc.weight.zero_()
+        fp.duration_predictor.fc.bias.fill_(math.log1p(BENCH_FRAMES_PER_TOKEN))
+    setup = {"sampling_rate": 22050, "hop_length": 256, "win_length": 1024,
+             "max_wav_value": 32768.0, "p_arpabet": 1.0}
+    return fp, setup
