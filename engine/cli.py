@@ -15,7 +15,8 @@ import sys
 import time
 from typing import Sequence
 
-from .voice import NO_VOICE_MESSAGE, SynthesisOptions, Voice
+from .request import SynthesisOptions
+from .voice import NO_VOICE_MESSAGE
 
 log = logging.getLogger("fpstream")
 
@@ -107,7 +108,7 @@ class _Progress:
         self.t0 = time.perf_counter()
 
     def __call__(self, done: int, total: int) -> None:
-        if not self.enabled or total < 2:
+        if not self.enabled or total < 2 or done > total:
             return
         width = 30
         filled = int(width * done / total)
@@ -129,7 +130,7 @@ def _plot_mel(mel, path: str) -> None:
     except ImportError:
         raise ValueError("--plot-mel needs matplotlib: pip install matplotlib") from None
     fig = plt.figure(figsize=(10, 4))
-    plt.imshow(mel.numpy(), origin="lower", aspect="auto")
+    plt.imshow(mel, origin="lower", aspect="auto")
     plt.xlabel("time (frames)")
     plt.ylabel("mel channel")
     plt.title("Spectrogram")
@@ -141,7 +142,7 @@ def _plot_mel(mel, path: str) -> None:
 
 def cmd_speak(args: argparse.Namespace) -> int:
     from .audio import write_wav
-    from .voice import concat_mels
+    from .engine import Engine
 
     text = _read_text(args)
     options = SynthesisOptions(pace=args.pace, pitch_shift=args.pitch_shift,
@@ -149,23 +150,28 @@ def cmd_speak(args: argparse.Namespace) -> int:
     if args.fastpitch is None:
         raise ValueError(NO_VOICE_MESSAGE)
     t0 = time.perf_counter()
-    voice = Voice.load(args.fastpitch, args.hifigan, cmudict=args.cmudict,
-                       heteronyms=args.heteronyms, device=args.device,
-                       dtype=None if args.dtype == "fp32" else args.dtype)
+    engine = Engine.load(args.fastpitch, args.hifigan, cmudict=args.cmudict,
+                         heteronyms=args.heteronyms, device=args.device,
+                         dtype=None if args.dtype == "fp32" else args.dtype)
     t_load = time.perf_counter() - t0
-    progress = _Progress(enabled=not args.no_progress and sys.stderr.isatty())
-    t1 = time.perf_counter()
-    audio, parts = voice.synthesize(text, options, progress=progress)
-    t_synth = time.perf_counter() - t1
+    progress = _Progress(enabled=not args.no_progress and sys.stderr.isatty(), what="chars")
     try:
-        write_wav(args.output, audio, voice.sample_rate)
+        t1 = time.perf_counter()
+        result = engine.synthesize(text, keep_mel=bool(args.plot_mel), progress=progress,
+                                   pace=options.pace, pitch_shift=options.pitch_shift,
+                                   speaker=options.speaker, denoise=options.denoise)
+        t_synth = time.perf_counter() - t1
+    finally:
+        engine.close()
+    try:
+        write_wav(args.output, result.audio, result.sample_rate)
     except Exception as e:  # noqa: BLE001 - soundfile raises several types for bad paths
         raise ValueError(f"cannot write {args.output}: {e}") from None
     if args.plot_mel:
-        _plot_mel(concat_mels(parts), args.plot_mel)
-    seconds = len(audio) / voice.sample_rate
-    print(f"wrote {args.output}: {seconds:.2f} s of audio at {voice.sample_rate} Hz, "
-          f"{len(parts)} sentence(s); load {t_load:.2f} s, synthesis {t_synth:.2f} s "
+        _plot_mel(result.mel, args.plot_mel)
+    seconds = result.duration
+    print(f"wrote {args.output}: {seconds:.2f} s of audio at {result.sample_rate} Hz, "
+          f"{len(result.words)} words; load {t_load:.2f} s, synthesis {t_synth:.2f} s "
           f"(RTF {seconds / max(t_synth, 1e-9):.1f}x real time)", file=sys.stderr)
     return 0
 

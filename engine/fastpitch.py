@@ -177,10 +177,19 @@ class TemporalPredictor(nn.Module):
         ])
         self.fc = nn.Linear(filter_size, n_predictions, bias=True)
 
-    def forward(self, enc_out: Tensor, enc_mask: Tensor) -> Tensor:
-        # enc_out: (B, T, C), enc_mask: (B, T, 1) -> (B, T, n_predictions)
+    def forward(self, enc_out: Tensor, enc_mask: Tensor, mask_hidden: bool = False) -> Tensor:
+        # enc_out: (B, T, C), enc_mask: (B, T, 1) -> (B, T, n_predictions).
+        # NVIDIA leaves hidden activations at pads unmasked, so a padded row "sees" nonzero
+        # values past its end; mask_hidden zeroes them, making each row equal its solo run.
         x = enc_out * enc_mask
-        x = self.layers(x.transpose(1, 2)).transpose(1, 2)
+        if mask_hidden:
+            m = enc_mask.transpose(1, 2).to(x.dtype)  # (B, 1, T)
+            x = x.transpose(1, 2)
+            for layer in self.layers:
+                x = layer(x) * m
+            x = x.transpose(1, 2)
+        else:
+            x = self.layers(x.transpose(1, 2)).transpose(1, 2)
         return self.fc(x) * enc_mask
 
 
@@ -412,7 +421,7 @@ class FastPitch(nn.Module):
     def infer(self, inputs: Tensor, pace: float | Tensor = 1.0, dur_tgt: Tensor | None = None,
               pitch_tgt: Tensor | None = None, energy_tgt: Tensor | None = None,
               pitch_transform: PitchTransform | None = None, max_duration: float = 75,
-              speaker: int | Sequence[int] | Tensor = 0):
+              speaker: int | Sequence[int] | Tensor = 0, solo_equivalent: bool = False):
         """Synthesize mels from token ids.
 
         Args:
@@ -426,6 +435,9 @@ class FastPitch(nn.Module):
                 normalised units, e.g. :class:`PitchShift`; see :data:`PITCH_PRESETS`.
             max_duration: clamp for predicted durations (frames).
             speaker: speaker id (int, or one per row); ignored by single-speaker voices.
+            solo_equivalent: mask padded positions everywhere, so each row of a padded batch
+                gives what it gives alone (NVIDIA's default computation lets padding leak into
+                shorter rows; the reference vectors follow NVIDIA, the engine uses this).
 
         Returns:
             ``(mel (B, 80, T_mel), mel_lens (B,), dur_pred (B, T_text),
@@ -445,20 +457,23 @@ class FastPitch(nn.Module):
 
         enc_out, enc_mask = self.encoder(inputs, conditioning=spk)  # (B,T,d), (B,T,1)
 
-        log_dur = self.duration_predictor(enc_out, enc_mask).squeeze(-1)  # (B, T)
+        sm = solo_equivalent
+        log_dur = self.duration_predictor(enc_out, enc_mask, sm).squeeze(-1)  # (B, T)
         dur_pred = torch.clamp(torch.exp(log_dur) - 1, 0, max_duration)
 
-        pitch_pred = self.pitch_predictor(enc_out, enc_mask).permute(0, 2, 1)  # (B, F, T)
+        pitch_pred = self.pitch_predictor(enc_out, enc_mask, sm).permute(0, 2, 1)  # (B, F, T)
         if pitch_transform is not None:
             mean, std = self.pitch_stats()
             pitch_lens = enc_mask.sum(dim=(1, 2))
             pitch_pred = pitch_transform(pitch_pred, pitch_lens, mean, std)
         pitch_in = pitch_pred if pitch_tgt is None else pitch_tgt.to(enc_out.dtype)
+        if sm:  # a shifted pitch is nonzero at pads; the embedding conv would read it
+            pitch_in = pitch_in * enc_mask.transpose(1, 2)
         enc_out = enc_out + self.pitch_emb(pitch_in).transpose(1, 2)
 
         energy_pred = None
         if self.config.energy_conditioning:
-            energy_pred = self.energy_predictor(enc_out, enc_mask).squeeze(-1)  # (B, T)
+            energy_pred = self.energy_predictor(enc_out, enc_mask, sm).squeeze(-1)  # (B, T)
             energy_in = energy_pred.unsqueeze(1) if energy_tgt is None else energy_tgt
             if energy_in.dim() == 2:
                 energy_in = energy_in.unsqueeze(1)

