@@ -99,3 +99,22 @@ def bench_fastpitch(preset: str = "nvidia"):
     setup = {"sampling_rate": 22050, "hop_length": 256, "win_length": 1024,
              "max_wav_value": 32768.0, "p_arpabet": 1.0}
     return fp, setup
+
+
+def playback_underruns(arrivals: Sequence[float], durations: Sequence[float],
+                       prebuffer: float = 0.0) -> tuple[int, float]:
+    """Play chunks in real time from the first arrival (+ prebuffer) like a sound card: a
+    chunk that arrives after the audio before it has finished playing is an underrun (the
+    listener hears a gap; playback resumes when it arrives). Returns (underruns, total gap s).
+    """
+    if not arrivals:
+        return 0, 0.0
+    play_end = arrivals[0] + prebuffer + durations[0]
+    under, gap = 0, 0.0
+    for t, d in zip(arrivals[1:], durations[1:]):
+        if t > play_end:
+            under += 1
+            gap += t - play_end
+            play_end = t
+        play_end += d
+    return under, gap

@@ -6,9 +6,9 @@
 Server-side TTFA = from handing the text to the engine to the first PCM chunk in host
 memory. Two inputs: the 128-character benchmark phrase as one string, and the same phrase as
 LLM-style token deltas (~4 characters each) arriving at --token-rate tokens/s (TTFA from the
-first delta). Per run it records TTFA, the gaps between chunks, the lateness of each chunk
-against real-time playback that starts when the first chunk arrives (an underrun is a chunk
-later than its playback deadline) and RTF = audio seconds / wall seconds of the stream.
+first delta). Per run it records TTFA, the gaps between chunks, underruns in real-time
+playback that starts when the first chunk arrives (a chunk that arrives after the audio
+before it has finished playing) and RTF = audio seconds / wall seconds of the stream.
 Prints p50/p95/p99 and appends a row per input to bench/results/ttfa.csv.
 """
 
@@ -20,8 +20,8 @@ import time
 
 import torch
 
-from bench.common import (PHRASE_128, bench_fastpitch, environment, percentile, summarize,
-                          write_rows)
+from bench.common import (PHRASE_128, bench_fastpitch, environment, percentile,
+                          playback_underruns, summarize, write_rows)
 
 
 def token_deltas(text: str) -> list[str]:
@@ -61,10 +61,9 @@ def timed_stream(engine, text_or_deltas, token_rate: float | None) -> dict:
         lengths.append(len(chunk.audio))
     total = time.perf_counter() - t0
     audio_s = (offsets[-1] + lengths[-1]) / sr
-    first = arrivals[0]
-    lateness = [arrivals[i] - (first + offsets[i] / sr) for i in range(len(arrivals))]
-    return {"ttfa": first, "gaps": [b - a for a, b in zip(arrivals, arrivals[1:])],
-            "lateness": lateness, "underruns": sum(x > 0 for x in lateness),
+    under, gap = playback_underruns(arrivals, [n / sr for n in lengths])
+    return {"ttfa": arrivals[0], "gaps": [b - a for a, b in zip(arrivals, arrivals[1:])],
+            "underruns": under, "gap_s": gap,
             "chunks": len(arrivals), "audio_s": audio_s, "wall_s": total, "rtf": audio_s / total}
 
 
@@ -135,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                          "underruns": under, "audio_s": round(runs[0]["audio_s"], 3)})
         print("TTFA in ms (text in -> first PCM chunk in host memory); gap = time between "
               "chunks; RTF = audio s / wall s of the stream; underruns = chunks later than "
-              "real-time playback from the first chunk")
+              "real-time playback from the first chunk (playback stalls, then resumes)")
     finally:
         engine.close()
     if not args.no_csv:

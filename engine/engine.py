@@ -500,16 +500,33 @@ class Engine:
             self._maybe_finish_text(r)
         return True
 
+    def _window_cap(self, req: _Request, now: float) -> int | None:
+        """Largest window (frames) whose vocoding should finish before the request's
+        delivered audio runs out, from the measured cost per frame; None = no cap."""
+        c = self.runner.vocoder_s_per_frame
+        if req.first_audio is None or c is None:
+            return None
+        slack = req.deadline(self.sample_rate) - now - 0.02  # 20 ms safety margin
+        overhead = req.planner.ctx_left + req.planner.ctx_right + req.planner.overlap
+        cap = int(slack / c) - overhead
+        # Below this size a window costs more than ~2/3 of the audio it makes: capping there
+        # would keep the stream behind forever. Then grow instead, to catch up.
+        frame_s = self.runner.hop / self.sample_rate
+        efficient = overhead * c / max(frame_s - c, 1e-9) * 1.5
+        return cap if cap >= efficient else None
+
     def _run_vocoder(self) -> bool:
+        now = time.monotonic()
+        caps = {r.id: self._window_cap(r, now) for r in self._requests.values()}
         ready = [r for r in self._requests.values()
                  if not r.finished and r.sink.outstanding < self.config.max_pending_chunks
-                 and r.planner.peek() is not None]
+                 and r.planner.peek(caps[r.id]) is not None]
         batch = select_batch([(r.deadline(self.sample_rate), r.id) for r in ready],
                              self.config.max_batch_vocoder)
         if not batch:
             return False
         reqs = [self._requests[i] for i in batch]
-        wins = [r.planner.take() for r in reqs]
+        wins = [r.planner.take(caps[r.id]) for r in reqs]
         try:
             audios = self.runner.vocode_windows(
                 [(r.id, w, r.options.denoise) for r, w in zip(reqs, wins)])

@@ -9,6 +9,7 @@ was batched with.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -117,6 +118,8 @@ class Runner:
         self.mels = MelStore(voice.hifigan.config.num_mels, self.device)
         ctx_l, ctx_r = voice.hifigan.receptive_field_frames()
         self.ctx_left, self.ctx_right = ctx_l, ctx_r
+        # Measured vocoder cost, seconds per mel frame (EMA), for sizing windows to deadlines.
+        self.vocoder_s_per_frame: float | None = None
 
     def contexts(self, options: SynthesisOptions) -> tuple[int, int]:
         """(left, right) context frames for a request: the receptive field, plus the
@@ -167,6 +170,7 @@ class Runner:
     def vocode_windows(self, work: Sequence[tuple[int, Window, float]]) -> list[np.ndarray]:
         """(request id, window, denoise strength) -> float32 audio of frames
         [out_lo, out_hi) of each window. Windows of equal length run as one batch."""
+        t0 = time.perf_counter()
         out: list[np.ndarray | None] = [None] * len(work)
         by_len: dict[int, list[int]] = {}
         for i, (_, win, _) in enumerate(work):
@@ -183,6 +187,10 @@ class Runner:
                 lo = (win.out_lo - win.mel_lo) * self.hop
                 hi = (win.out_hi - win.mel_lo) * self.hop
                 out[i] = a[0, lo:hi].cpu().numpy()
+        frames = sum(w.mel_hi - w.mel_lo for _, w, _ in work)
+        per_frame = (time.perf_counter() - t0) / max(frames, 1)
+        ema = self.vocoder_s_per_frame
+        self.vocoder_s_per_frame = per_frame if ema is None else 0.8 * ema + 0.2 * per_frame
         return out  # type: ignore[return-value]
 
     @torch.inference_mode()

@@ -142,7 +142,7 @@ class ChunkPolicy:
     # First chunk: cut at a clause mark once at least this many words precede it,
     first_min_words: int = 4
     # else cut after this many complete words,
-    first_force_words: int = 10
+    first_force_words: int = 6
     # else, this long after the first text arrived, emit the complete words so far.
     first_max_wait_s: float = 0.3
     max_chars: int = DEFAULT_MAX_CHARS  # longer chunks are cut at a clause mark, else a space

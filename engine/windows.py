@@ -61,12 +61,18 @@ class WindowPlanner:
         """Mel frames before this are no longer needed by any future window."""
         return max(0, self.next - self.overlap - self.ctx_left)
 
-    def peek(self) -> Window | None:
-        """The next window if its frames (and right context) are available, else None."""
+    def peek(self, max_frames: int | None = None) -> Window | None:
+        """The next window if its frames (and right context) are available, else None.
+
+        Sizes follow the growth schedule; ``max_frames`` caps the size (never below the first
+        size) when the listener's buffer is short, so the window is back in time.
+        """
         a, total = self.next, self.available
         if a >= total and self.finished:
             return None
         w = self.sizes[min(self.count, len(self.sizes) - 1)]
+        if max_frames is not None:
+            w = max(self.sizes[0], min(w, max_frames))
         b = a + w
         if self.finished:
             if total - b < self.sizes[0] // 2:  # no tiny last window: take the rest now
@@ -81,9 +87,9 @@ class WindowPlanner:
                       out_lo=a - head, out_hi=b, head=head,
                       hold=0 if final else min(self.overlap, b - a), final=final)
 
-    def take(self) -> Window | None:
+    def take(self, max_frames: int | None = None) -> Window | None:
         """Like :meth:`peek`, and marks the window planned."""
-        win = self.peek()
+        win = self.peek(max_frames)
         if win is not None:
             self.next = win.out_hi
             self.count += 1

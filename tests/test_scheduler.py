@@ -264,7 +264,7 @@ def test_corpus_streaming_equals_whole_with_max_chars_cuts(text: str, seed: int 
 def test_corpus_default_policy_differs_only_in_first_fragment(text: str,
                                                                seed: int | None) -> None:
     sentences = whole(text)
-    for chunks in (whole(text, ChunkPolicy()), streamed(text, ChunkPolicy(), seed=seed)):
+    for chunks in (whole(text, ChunkPolicy(first_force_words=10)), streamed(text, ChunkPolicy(first_force_words=10), seed=seed)):
         assert_covers(text, chunks)
         assert_first_fragment_consistent(chunks, sentences)
 
@@ -363,7 +363,7 @@ def test_empty_delta_and_poll_release_nothing_after_the_first_chunk() -> None:
 
 
 def test_first_fragment_clause_needs_min_words() -> None:
-    c = TextChunker(ChunkPolicy())
+    c = TextChunker(ChunkPolicy(first_force_words=10))
     assert c.feed("Hi, there my friend", 0.0) == []  # "Hi," has 1 word before it
     assert c.feed(",", 0.0) == []  # the mark needs whitespace after it
     out = c.feed(" how are you doing", 0.0)
@@ -395,7 +395,7 @@ def test_numbers_and_times_are_not_clause_marks() -> None:
 
 
 def test_first_fragment_forced_after_n_complete_words() -> None:
-    c = TextChunker(ChunkPolicy())
+    c = TextChunker(ChunkPolicy(first_force_words=10))
     assert c.feed("one two three four five six seven eight nine ten", 0.0) == []
     out = c.feed(" ele", 0.0)  # "ten" is complete once whitespace follows it
     assert [(x.text, x.kind, x.pause_after_s) for x in out] == \
@@ -412,7 +412,7 @@ def test_first_fragment_force_counts_words_not_symbols() -> None:
 
 def test_sentence_end_before_force_wins() -> None:
     chunks = whole("Hi there. This sentence has quite a lot of words in it, really.",
-                   ChunkPolicy())
+                   ChunkPolicy(first_force_words=10))
     assert [(c.text, c.kind) for c in chunks] == [
         ("Hi there.", "sentence"),
         ("This sentence has quite a lot of words in it, really.", "sentence")]
@@ -421,7 +421,7 @@ def test_sentence_end_before_force_wins() -> None:
 def test_whole_text_default_policy() -> None:
     text = ("Well, I think that, in general, this works. Right. One two three four five "
             "six seven eight nine ten eleven.")
-    chunks = whole(text, ChunkPolicy())
+    chunks = whole(text, ChunkPolicy(first_force_words=10))
     assert [(c.text, c.kind) for c in chunks] == [
         ("Well, I think that,", "clause"),
         ("in general, this works.", "sentence"),
@@ -431,7 +431,7 @@ def test_whole_text_default_policy() -> None:
 
 
 def test_first_fragment_max_wait_via_poll() -> None:
-    c = TextChunker(ChunkPolicy())
+    c = TextChunker(ChunkPolicy(first_force_words=10))
     assert c.feed("Hello wor", 10.0) == []
     assert c.poll(10.29) == []
     out = c.poll(10.3)
@@ -442,7 +442,7 @@ def test_first_fragment_max_wait_via_poll() -> None:
 
 
 def test_max_wait_needs_a_complete_word() -> None:
-    c = TextChunker(ChunkPolicy())
+    c = TextChunker(ChunkPolicy(first_force_words=10))
     assert c.feed("Supercal", 0.0) == []
     assert c.poll(5.0) == []  # a partial word is never spoken early
     out = c.feed("ifragilistic is", 5.1)  # the wait is over: release on arrival
@@ -450,7 +450,7 @@ def test_max_wait_needs_a_complete_word() -> None:
 
 
 def test_max_wait_counts_from_the_first_non_space_text() -> None:
-    c = TextChunker(ChunkPolicy())
+    c = TextChunker(ChunkPolicy(first_force_words=10))
     assert c.feed("  \n", 0.0) == []
     assert c.feed("Hi the", 10.0) == []
     assert c.poll(10.2) == []
@@ -467,7 +467,7 @@ def test_partial_words_never_emitted_early() -> None:
 
 
 def test_llm_token_stream() -> None:
-    c = TextChunker(ChunkPolicy())
+    c = TextChunker(ChunkPolicy(first_force_words=10))
     got = [c.feed(d, 0.0) for d in ["Hel", "lo wor", "ld. How", " are", " you?"]]
     assert got[:2] == [[], []]
     assert [x.text for x in got[2]] == ["Hello world."]
@@ -479,7 +479,7 @@ def test_after_first_chunk_only_sentence_ends_release_text() -> None:
     text = ("So, as I was saying, the committee met on Tuesday, and after a long debate, "
             "which went on for hours, they agreed; nobody was happy: least of all me. Then "
             "we went home.")
-    c = TextChunker(ChunkPolicy())
+    c = TextChunker(ChunkPolicy(first_force_words=10))
     out: list[tuple[int, TextChunk]] = []
     for i, ch in enumerate(text):
         out += [(i, x) for x in c.feed(ch, 0.0)]
@@ -542,7 +542,7 @@ def test_ten_thousand_characters_without_punctuation_are_fast(delta: int | None)
     text = " ".join(words)[:9_999] + "x"  # exactly 10,000 characters, ending in a word
     assert len(text) == 10_000
     start = time.perf_counter()
-    chunker = TextChunker(ChunkPolicy())
+    chunker = TextChunker(ChunkPolicy(first_force_words=10))
     pieces = list(text) if delta is None else [text[i:i + delta]
                                                for i in range(0, len(text), delta)]
     chunks: list[TextChunk] = []
