@@ -67,6 +67,22 @@ def timed_stream(engine, text_or_deltas, token_rate: float | None) -> dict:
             "chunks": len(arrivals), "audio_s": audio_s, "wall_s": total, "rtf": audio_s / total}
 
 
+def cancel_latency(engine, text: str) -> tuple[float, int]:
+    """Start a stream, take its first chunk, cancel: returns (seconds from cancel() until the
+    engine has dropped the request and freed its buffers, chunks delivered after cancel)."""
+    stream = engine.stream(text)
+    next(stream)
+    sink = stream._req.sink
+    before = sink.q.qsize()
+    t0 = time.perf_counter()
+    stream.cancel()
+    while engine.active_requests:
+        time.sleep(0.0005)
+    dt = time.perf_counter() - t0
+    after = sink.q.qsize() - 1  # minus the end marker
+    return dt, max(0, after - before)
+
+
 def load_engine(args):
     from engine import Engine, EngineConfig
     from engine.voice import Voice
@@ -132,13 +148,21 @@ def main(argv: list[str] | None = None) -> int:
                          "chunk_gap_ms_p95": round(percentile(gaps, 95), 2),
                          "rtf_p50": round(rtf["median"], 3), "rtf_min": round(rtf["min"], 3),
                          "underruns": under, "audio_s": round(runs[0]["audio_s"], 3)})
+        cancels = [cancel_latency(engine, PHRASE_128 + " " + PHRASE_128) for _ in range(10)]
+        ms = [c[0] * 1e3 for c in cancels]
+        print(f"cancel: work stopped {percentile(ms, 50):.1f} ms p50 / {max(ms):.1f} ms max "
+              f"after cancel(); chunks delivered after cancel: max {max(c[1] for c in cancels)}")
+        cancel_row = {**env, "bench": "cancel", "voice": voice_name, "runs": len(cancels),
+                      "stop_ms_p50": round(percentile(ms, 50), 2), "stop_ms_max": round(max(ms), 2),
+                      "chunks_after_cancel_max": max(c[1] for c in cancels)}
         print("TTFA in ms (text in -> first PCM chunk in host memory); gap = time between "
               "chunks; RTF = audio s / wall s of the stream; underruns = chunks later than "
               "real-time playback from the first chunk (playback stalls, then resumes)")
     finally:
         engine.close()
     if not args.no_csv:
-        print(f"rows appended to {write_rows('ttfa', rows)}")
+        print(f"rows appended to {write_rows('ttfa', rows)} and "
+              f"{write_rows('cancel', [cancel_row])}")
     return 0
 
 

@@ -148,6 +148,21 @@ class Stream:
             raise item
         return item
 
+    def send(self, text: str) -> None:
+        """Append a text delta (push mode: streams made by :meth:`Engine.open`). Blocks while
+        the request's bounded inbox is full."""
+        if not isinstance(text, str):
+            raise ValueError(f"text must be a str, got {type(text).__name__}")
+        self._engine._post(self._req, ("text", text))
+
+    def flush(self) -> None:
+        """Speak whatever text is buffered now, without waiting for a sentence end."""
+        self._engine._post(self._req, ("flush", None))
+
+    def end(self) -> None:
+        """No more text: speak the rest, then the stream ends."""
+        self._engine._post(self._req, ("end", None))
+
     def cancel(self) -> None:
         """Stop all further work for this request; buffers are freed by the loop."""
         self._req.cancelled = True
@@ -190,6 +205,22 @@ class AsyncStream:
             self._done = True
             raise item
         return item
+
+    def send(self, text: str) -> None:
+        """Append a text delta (push mode, :meth:`Engine.aopen`). Raises queue.Full rather
+        than blocking the event loop when the inbox is full."""
+        if not isinstance(text, str):
+            raise ValueError(f"text must be a str, got {type(text).__name__}")
+        self._req.inbox.put_nowait(("text", text))
+        self._engine._wake()
+
+    def flush(self) -> None:
+        self._req.inbox.put_nowait(("flush", None))
+        self._engine._wake()
+
+    def end(self) -> None:
+        self._req.inbox.put_nowait(("end", None))
+        self._engine._wake()
 
     def cancel(self) -> None:
         self._req.cancelled = True
@@ -279,6 +310,17 @@ class Engine:
             raise ValueError(f"text must be a str or an (async) iterable of str, got "
                              f"{type(text).__name__}")
         return AsyncStream(self, req, feeder)
+
+    def open(self, **options: Any) -> Stream:
+        """A push-mode stream: feed it with ``send(delta)``, ``flush()`` and ``end()`` from any
+        thread while iterating its chunks (e.g. a server relaying LLM tokens)."""
+        return Stream(self, self._submit(SynthesisOptions.from_kwargs(**options), _Sink()))
+
+    def aopen(self, **options: Any) -> AsyncStream:
+        """Async push-mode stream (call inside a running event loop)."""
+        loop = asyncio.get_running_loop()
+        req = self._submit(SynthesisOptions.from_kwargs(**options), _Sink(loop))
+        return AsyncStream(self, req, None)
 
     def synthesize(self, text: str, keep_mel: bool = False,
                    progress: Callable[[int, int], None] | None = None,
@@ -437,6 +479,8 @@ class Engine:
                 kind, value = req.inbox.get_nowait()
                 if kind == "text":
                     chunks += req.chunker.feed(value, now)
+                elif kind == "flush":
+                    chunks += req.chunker.flush()
                 elif kind == "end":
                     chunks += req.chunker.flush()
                     req.text_ended = True

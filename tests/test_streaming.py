@@ -227,3 +227,29 @@ def test_receptive_field_context_is_exact():
     assert changed.min() >= 40 - right and changed.max() <= 40 + left
     # and it is nearly tight (the outermost taps' effect can round away in float32)
     assert changed.min() <= 40 - right + 2 and changed.max() >= 40 + left - 2
+
+
+def test_push_mode_send_flush_end(engine):
+    stream = engine.open(pace=1.0)
+    stream.send("Partial words arr")
+    stream.send("ive here, and")
+    stream.flush()  # speak what is buffered without waiting for a sentence end
+    first = next(stream)
+    assert first.offset == 0 and first.audio.size > 0
+    stream.send(" then the rest comes.")
+    stream.end()
+    rest = list(stream)
+    assert rest and rest[-1].final
+    words = [w.word for c in [first, *rest] for w in c.words]
+    assert words[:3] == ["partial", "words", "arrive"] and words[-1] == "comes."
+
+
+def test_async_push_mode(engine):
+    async def main():
+        s = engine.aopen()
+        s.send("Hello from an async server.")
+        s.end()
+        return [c async for c in s]
+
+    chunks = asyncio.run(main())
+    assert chunks and chunks[-1].final
