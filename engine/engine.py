@@ -51,6 +51,8 @@ class EngineConfig:
     max_mel_backlog: int = 2000  # un-vocoded frames per request before FastPitch waits
     max_inbox: int = 1024  # queued text deltas per request before the producer blocks
     policy: ChunkPolicy = field(default_factory=ChunkPolicy)
+    static_shapes: bool | None = None  # bucketed static shapes; None = on CUDA only
+    cuda_graphs: bool = True  # capture buckets as CUDA graphs (CUDA + static shapes); False = eager
 
     def __post_init__(self) -> None:
         if self.max_pending_chunks < 1 or self.max_batch_vocoder < 1 or self.max_batch_fastpitch < 1:
@@ -239,7 +241,7 @@ class Engine:
     def __init__(self, voice: Voice, config: EngineConfig = EngineConfig()):
         self.voice = voice
         self.config = config
-        self.runner = Runner(voice)
+        self.runner = Runner(voice, static=config.static_shapes, use_graphs=config.cuda_graphs)
         self.sample_rate = voice.sample_rate
         self._requests: dict[int, _Request] = {}
         self._new: queue.Queue[_Request] = queue.Queue()
@@ -596,7 +598,7 @@ class Engine:
                 r.first_audio = now
             r.emitted += len(piece)
             r.sink.put(chunk)
-            self.runner.mels.trim(r.id, r.planner.keep_from)
+            self.runner.mels.trim(r.id, r.planner.keep_from - self.runner.trim_margin)
             if win.final:
                 self._finish(r, _END)
         return True

@@ -94,10 +94,17 @@ class PositionwiseConvFF(nn.Module):
         )
         self.layer_norm = nn.LayerNorm(d_model)
 
-    def forward(self, x: Tensor) -> Tensor:
-        # x: (B, T, d_model). The convs see the (unmasked) neighbours of padded positions.
-        core = self.CoreNet(x.transpose(1, 2)).transpose(1, 2)
-        return self.layer_norm(x + core)
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        # x: (B, T, d_model). NVIDIA leaves the hidden activation unmasked, so the second conv
+        # reads nonzero values one step past a padded row's end; ``mask`` (B, T, 1) zeroes
+        # them, making a padded row equal its solo run.
+        if mask is None:
+            core = self.CoreNet(x.transpose(1, 2))
+        else:
+            conv1, relu, conv2, drop = self.CoreNet
+            hidden = relu(conv1(x.transpose(1, 2))) * mask.transpose(1, 2).to(x.dtype)
+            core = drop(conv2(hidden))
+        return self.layer_norm(x + core.transpose(1, 2))
 
 
 class TransformerLayer(nn.Module):
@@ -107,10 +114,10 @@ class TransformerLayer(nn.Module):
         self.dec_attn = MultiHeadAttn(n_head, d_model, d_head, dropout, dropatt)
         self.pos_ff = PositionwiseConvFF(d_model, d_inner, kernel_size, dropout)
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor, mask_hidden: bool = False) -> Tensor:
         # mask: (B, T, 1) float/bool; pads are zeroed after each sub-block.
         x = self.dec_attn(x, key_mask=mask.squeeze(2).bool()) * mask
-        return self.pos_ff(x) * mask
+        return self.pos_ff(x, mask if mask_hidden else None) * mask
 
 
 class FFTransformer(nn.Module):
@@ -131,9 +138,11 @@ class FFTransformer(nn.Module):
         )
 
     def forward(self, inp: Tensor, seq_lens: Tensor | None = None,
-                conditioning: Tensor | float = 0) -> tuple[Tensor, Tensor]:
+                conditioning: Tensor | float = 0,
+                mask_hidden: bool = False) -> tuple[Tensor, Tensor]:
         """inp: (B, T) ids for the encoder, or (B, T, d_model) frames + seq_lens for the
-        decoder. Returns (out (B, T, d_model), mask (B, T, 1) bool)."""
+        decoder. Returns (out (B, T, d_model), mask (B, T, 1) bool). ``mask_hidden`` masks
+        the feed-forward hidden activations too (solo-equivalent batching)."""
         if self.word_emb is None:
             x = inp
             mask = mask_from_lens(seq_lens, inp.size(1)).unsqueeze(2)
@@ -144,7 +153,7 @@ class FFTransformer(nn.Module):
         pos = self.pos_emb(pos_seq) * mask
         out = self.drop(x + pos + conditioning)
         for layer in self.layers:
-            out = layer(out, mask=mask)
+            out = layer(out, mask=mask, mask_hidden=mask_hidden)
         return out, mask
 
 
@@ -454,16 +463,35 @@ class FastPitch(nn.Module):
             raise ValueError("pace must be positive")
         B = inputs.size(0)
         spk = self._speaker_embedding(speaker, B, inputs.device)
+        stats = self.pitch_stats() if pitch_transform is not None else None
+        enc_out, dur_pred, pitch_pred, energy_pred = self.encode(
+            inputs, spk, pitch_transform, stats, pitch_tgt, energy_tgt, max_duration,
+            solo_equivalent)
+        durs = dur_pred if dur_tgt is None else dur_tgt.to(dur_pred.dtype)
+        frames, mel_lens = regulate_len(durs, enc_out, pace)
+        mel = self.decode(frames, mel_lens, solo_equivalent)
+        return mel, mel_lens, dur_pred, pitch_pred, energy_pred
 
-        enc_out, enc_mask = self.encoder(inputs, conditioning=spk)  # (B,T,d), (B,T,1)
+    def encode(self, inputs: Tensor, spk: Tensor | float = 0.0,
+               pitch_transform: PitchTransform | None = None,
+               pitch_stats: tuple[float, float] | None = None, pitch_tgt: Tensor | None = None,
+               energy_tgt: Tensor | None = None, max_duration: float = 75,
+               solo_equivalent: bool = False) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """Encoder + predictors, without host syncs (CUDA-graph safe; the runner's static path
+        calls it directly).
 
+        inputs (B, T_text) ids; spk (B, 1, d) speaker term or 0. Returns
+        (enc_out (B, T_text, d) with pitch/energy embeddings added, dur_pred (B, T_text),
+        pitch_pred (B, F, T_text), energy_pred (B, T_text) or None).
+        """
         sm = solo_equivalent
+        enc_out, enc_mask = self.encoder(inputs, conditioning=spk, mask_hidden=sm)  # (B,T,d)
         log_dur = self.duration_predictor(enc_out, enc_mask, sm).squeeze(-1)  # (B, T)
         dur_pred = torch.clamp(torch.exp(log_dur) - 1, 0, max_duration)
 
         pitch_pred = self.pitch_predictor(enc_out, enc_mask, sm).permute(0, 2, 1)  # (B, F, T)
         if pitch_transform is not None:
-            mean, std = self.pitch_stats()
+            mean, std = pitch_stats if pitch_stats is not None else self.pitch_stats()
             pitch_lens = enc_mask.sum(dim=(1, 2))
             pitch_pred = pitch_transform(pitch_pred, pitch_lens, mean, std)
         pitch_in = pitch_pred if pitch_tgt is None else pitch_tgt.to(enc_out.dtype)
@@ -477,12 +505,14 @@ class FastPitch(nn.Module):
             energy_in = energy_pred.unsqueeze(1) if energy_tgt is None else energy_tgt
             if energy_in.dim() == 2:
                 energy_in = energy_in.unsqueeze(1)
+            if sm:
+                energy_in = energy_in * enc_mask.transpose(1, 2)
             enc_out = enc_out + self.energy_emb(energy_in.to(enc_out.dtype)).transpose(1, 2)
+        return enc_out, dur_pred, pitch_pred, energy_pred
 
-        durs = dur_pred if dur_tgt is None else dur_tgt.to(dur_pred.dtype)
-        frames, mel_lens = regulate_len(durs, enc_out, pace)
-        dec_out, _ = self.decoder(frames, mel_lens)
-        mel = self.proj(dec_out).permute(0, 2, 1)  # (B, 80, T_mel)
-        return mel, mel_lens, dur_pred, pitch_pred, energy_pred
+    def decode(self, frames: Tensor, mel_lens: Tensor, solo_equivalent: bool = False) -> Tensor:
+        """Length-regulated frames (B, T_mel, d) + lengths (B,) -> mel (B, 80, T_mel)."""
+        dec_out, _ = self.decoder(frames, mel_lens, mask_hidden=solo_equivalent)
+        return self.proj(dec_out).permute(0, 2, 1)
 
     forward = infer

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from .audio import LOG_MEL_FLOOR
 from .fastpitch import PitchTransform
+from .graphs import Buckets, StaticFastPitch, StaticVocoder, pad_window
 from .request import SynthesisOptions
 from .voice import Voice
 from .windows import Window
@@ -78,6 +79,10 @@ class MelStore:
             self.append(rid, torch.full((self.n_mels, frames), LOG_MEL_FLOOR, device=self.device,
                                         dtype=dtype))
 
+    def first_frame(self, rid: int) -> int:
+        """Stream index of the oldest frame still held for ``rid``."""
+        return self._base[rid]
+
     def frames(self, rid: int, lo: int, hi: int) -> Tensor:
         base = self._base[rid]
         assert lo >= base and hi <= self._len[rid], (lo, hi, base, self._len[rid])
@@ -107,9 +112,14 @@ class MelStore:
 
 
 class Runner:
-    """Runs FastPitch and HiFi-GAN batches for the engine."""
+    """Runs FastPitch and HiFi-GAN batches for the engine.
 
-    def __init__(self, voice: Voice):
+    ``static`` runs batches in shape buckets (and, with ``use_graphs`` on CUDA, as captured
+    CUDA graphs); None picks it on CUDA only. Output equals the unbucketed eager path.
+    """
+
+    def __init__(self, voice: Voice, static: bool | None = None, use_graphs: bool = True,
+                 buckets: Buckets = Buckets()):
         self.voice = voice
         self.device = voice.device
         self.dtype = next(voice.fastpitch.parameters()).dtype
@@ -120,6 +130,12 @@ class Runner:
         self.ctx_left, self.ctx_right = ctx_l, ctx_r
         # Measured vocoder cost, seconds per mel frame (EMA), for sizing windows to deadlines.
         self.vocoder_s_per_frame: float | None = None
+        self.static = (self.device.type == "cuda") if static is None else static
+        self.buckets = buckets
+        self.static_fastpitch = StaticFastPitch(voice.fastpitch, buckets, use_graphs) if self.static else None
+        self.static_vocoder = StaticVocoder(voice.hifigan, buckets, use_graphs) if self.static else None
+        # Frames kept before a request's next window, so windows can grow left into a bucket.
+        self.trim_margin = max(buckets.window) if self.static else 0
 
     def contexts(self, options: SynthesisOptions) -> tuple[int, int]:
         """(left, right) context frames for a request: the receptive field, plus the
@@ -146,12 +162,19 @@ class Runner:
         return out  # type: ignore[return-value]
 
     def _fastpitch_batch(self, items) -> list[MelPiece]:
+        opts = [o for _, o in items]
+        sfp = self.static_fastpitch
+        if (sfp is not None and opts[0].pitch_transform is None
+                and sfp.fits(len(items), max(len(ids) for ids, _ in items))):
+            out = sfp([list(ids) for ids, _ in items], [o.pace for o in opts],
+                      [o.speaker for o in opts], [o.pitch_shift for o in opts])
+            return [MelPiece(mel, torch.floor(dur.float() / o.pace + 0.5).long().cpu().numpy())
+                    for (mel, dur), o in zip(out, opts)]
         fp = self.voice.fastpitch
         T = max(len(ids) for ids, _ in items)
         inputs = torch.zeros(len(items), T, dtype=torch.long)
         for r, (ids, _) in enumerate(items):
             inputs[r, :len(ids)] = torch.as_tensor(list(ids), dtype=torch.long)
-        opts = [o for _, o in items]
         pace = torch.tensor([o.pace for o in opts], dtype=torch.float32, device=self.device)
         shifts = torch.tensor([o.pitch_shift for o in opts], device=self.device)
         user = opts[0].pitch_transform
@@ -172,26 +195,44 @@ class Runner:
         [out_lo, out_hi) of each window. Windows of equal length run as one batch."""
         t0 = time.perf_counter()
         out: list[np.ndarray | None] = [None] * len(work)
-        by_len: dict[int, list[int]] = {}
-        for i, (_, win, _) in enumerate(work):
-            by_len.setdefault(win.mel_hi - win.mel_lo, []).append(i)
-        for idx in by_len.values():
-            mel = torch.stack([self.mels.frames(work[i][0], work[i][1].mel_lo, work[i][1].mel_hi)
-                               for i in idx])  # (B, 80, n)
-            audio = self.voice.hifigan(mel).float().squeeze(1)  # (B, n * hop)
-            for row, i in enumerate(idx):
+        # Group windows by their (bucketed) input length; each group runs as one batch.
+        groups: dict[tuple[bool, int], list[tuple[int, int, int, int]]] = {}
+        for i, (rid, win, strength) in enumerate(work):
+            lo, hi, pad = win.mel_lo, win.mel_hi, 0
+            if self.static_vocoder is not None:
+                need_right = self.ctx_right + (DENOISE_MARGIN_FRAMES if strength > 0 else 0)
+                grown = pad_window(win.mel_lo, win.mel_hi, win.out_hi, win.final, need_right,
+                                   self.buckets.window)
+                if grown is not None and grown[0] >= self.mels.first_frame(rid):
+                    lo, hi, pad = grown
+            static = self.static_vocoder is not None and (hi - lo + pad) in self.buckets.window
+            groups.setdefault((static, hi - lo + pad), []).append((i, lo, hi, pad))
+        for (static, n), members in groups.items():
+            mel = torch.stack([self._window_input(work[i][0], lo, hi, pad)
+                               for i, lo, hi, pad in members])  # (B, 80, n)
+            gen = self.static_vocoder if static else self.voice.hifigan
+            audio = gen(mel).float().squeeze(1)  # (B, n * hop)
+            for row, (i, lo, _, _) in enumerate(members):
                 _, win, strength = work[i]
                 a = audio[row:row + 1]
                 if strength > 0 and self.voice.denoiser is not None:
                     a = self.voice.denoiser(a, strength).squeeze(1)
-                lo = (win.out_lo - win.mel_lo) * self.hop
-                hi = (win.out_hi - win.mel_lo) * self.hop
-                out[i] = a[0, lo:hi].cpu().numpy()
+                s0 = (win.out_lo - lo) * self.hop
+                s1 = (win.out_hi - lo) * self.hop
+                out[i] = a[0, s0:s1].cpu().numpy()
         frames = sum(w.mel_hi - w.mel_lo for _, w, _ in work)
         per_frame = (time.perf_counter() - t0) / max(frames, 1)
         ema = self.vocoder_s_per_frame
         self.vocoder_s_per_frame = per_frame if ema is None else 0.8 * ema + 0.2 * per_frame
         return out  # type: ignore[return-value]
+
+    def _window_input(self, rid: int, lo: int, hi: int, pad: int) -> Tensor:
+        """Mel frames [lo, hi) of a request, plus ``pad`` silence frames: (80, hi - lo + pad)."""
+        mel = self.mels.frames(rid, lo, hi)
+        if pad:
+            mel = torch.cat([mel, torch.full((mel.size(0), pad), LOG_MEL_FLOOR,
+                                             device=mel.device, dtype=mel.dtype)], dim=1)
+        return mel
 
     @torch.inference_mode()
     def vocode_full(self, mel: Tensor, denoise: float = 0.0) -> np.ndarray:
