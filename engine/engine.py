@@ -53,6 +53,7 @@ class EngineConfig:
     policy: ChunkPolicy = field(default_factory=ChunkPolicy)
     static_shapes: bool | None = None  # bucketed static shapes; None = on CUDA only
     cuda_graphs: bool = True  # capture buckets as CUDA graphs (CUDA + static shapes); False = eager
+    triton_kernels: bool = True  # fused Triton kernels on CUDA (references elsewhere)
 
     def __post_init__(self) -> None:
         if self.max_pending_chunks < 1 or self.max_batch_vocoder < 1 or self.max_batch_fastpitch < 1:
@@ -241,7 +242,8 @@ class Engine:
     def __init__(self, voice: Voice, config: EngineConfig = EngineConfig()):
         self.voice = voice
         self.config = config
-        self.runner = Runner(voice, static=config.static_shapes, use_graphs=config.cuda_graphs)
+        self.runner = Runner(voice, static=config.static_shapes, use_graphs=config.cuda_graphs,
+                             use_kernels=config.triton_kernels)
         self.sample_rate = voice.sample_rate
         self._requests: dict[int, _Request] = {}
         self._new: queue.Queue[_Request] = queue.Queue()

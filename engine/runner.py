@@ -8,6 +8,7 @@ was batched with.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -18,7 +19,8 @@ import torch
 from torch import Tensor
 
 from .audio import LOG_MEL_FLOOR
-from .fastpitch import PitchTransform
+from .fastpitch import PitchTransform, PositionwiseConvFF
+from .hifigan import ResBlock1
 from .graphs import Buckets, StaticFastPitch, StaticVocoder, pad_window
 from .request import SynthesisOptions
 from .voice import Voice
@@ -111,6 +113,39 @@ class MelStore:
         return sum(b.numel() * b.element_size() for b in self._bufs.values())
 
 
+def install_kernels(voice: Voice) -> bool:
+    """Route HiFi-GAN's residual blocks and FastPitch's feed-forward blocks through the fused
+    Triton kernels (instance-level forwards, so the model classes stay plain PyTorch).
+    Returns False (logged) when Triton cannot run here."""
+    try:
+        from kernels.ffn import conv_ffn
+        from kernels.resblock import resblock1
+        from kernels.utils import triton_ready
+    except ImportError as e:
+        log.warning("Triton kernels unavailable (%s); using PyTorch", e)
+        return False
+    ok, why = triton_ready(voice.device)
+    if not ok:
+        log.info("Triton kernels not used: %s", why)
+        return False
+    for m in voice.hifigan.modules():
+        if isinstance(m, ResBlock1):
+            m.forward = functools.partial(_resblock_kernel_forward, m, resblock1)
+    for m in voice.fastpitch.modules():
+        if isinstance(m, PositionwiseConvFF):
+            m.forward = functools.partial(_ffn_kernel_forward, m, conv_ffn)
+    return True
+
+
+def _resblock_kernel_forward(block: ResBlock1, resblock1: Callable, x: Tensor) -> Tensor:
+    return resblock1(x, block)
+
+
+def _ffn_kernel_forward(ff: PositionwiseConvFF, conv_ffn: Callable, x: Tensor,
+                        mask: Tensor | None = None) -> Tensor:
+    return conv_ffn(x, ff, mask)
+
+
 class Runner:
     """Runs FastPitch and HiFi-GAN batches for the engine.
 
@@ -119,7 +154,7 @@ class Runner:
     """
 
     def __init__(self, voice: Voice, static: bool | None = None, use_graphs: bool = True,
-                 buckets: Buckets = Buckets()):
+                 buckets: Buckets = Buckets(), use_kernels: bool = True):
         self.voice = voice
         self.device = voice.device
         self.dtype = next(voice.fastpitch.parameters()).dtype
@@ -130,6 +165,9 @@ class Runner:
         self.ctx_left, self.ctx_right = ctx_l, ctx_r
         # Measured vocoder cost, seconds per mel frame (EMA), for sizing windows to deadlines.
         self.vocoder_s_per_frame: float | None = None
+        # Fused Triton kernels replace the resblock / feed-forward forwards on CUDA only: on
+        # the CPU their references are the modules' own code, so nothing would change.
+        self.kernels = use_kernels and self.device.type == "cuda" and install_kernels(voice)
         self.static = (self.device.type == "cuda") if static is None else static
         self.buckets = buckets
         self.static_fastpitch = StaticFastPitch(voice.fastpitch, buckets, use_graphs) if self.static else None
