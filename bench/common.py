@@ -8,6 +8,7 @@ import os
 import platform
 import statistics
 import subprocess
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -118,3 +119,14 @@ def playback_underruns(arrivals: Sequence[float], durations: Sequence[float],
             play_end = t
         play_end += d
     return under, gap
+
+
+def timed_chunks(engine, source) -> tuple[list[float], list[float]]:
+    """Stream ``source`` (text or deltas) through ``engine``: (arrival time of each chunk in s
+    from the call, duration of each chunk in s)."""
+    t0 = time.perf_counter()
+    arrivals, durations = [], []
+    for chunk in engine.stream(source):
+        arrivals.append(time.perf_counter() - t0)
+        durations.append(len(chunk.audio) / chunk.sample_rate)
+    return arrivals, durations

@@ -14,27 +14,22 @@ from __future__ import annotations
 
 import argparse
 import threading
-import time
 
-from bench.common import PHRASE_128, environment, percentile, playback_underruns, write_rows
+from bench.common import (PHRASE_128, environment, percentile, playback_underruns, timed_chunks,
+                          write_rows)
 from bench.ttfa import load_engine
 
 
 def run_round(engine, n: int, prebuffer_s: float) -> list[dict]:
-    sr = engine.sample_rate
     results: list[dict] = [{} for _ in range(n)]
     barrier = threading.Barrier(n)
 
     def client(i: int) -> None:
         barrier.wait()
-        t0 = time.perf_counter()
-        arrivals, durations = [], []
-        for chunk in engine.stream(PHRASE_128):
-            arrivals.append(time.perf_counter() - t0)
-            durations.append(len(chunk.audio) / sr)
+        arrivals, durations = timed_chunks(engine, PHRASE_128)
         under, gap = playback_underruns(arrivals, durations, prebuffer_s)
         results[i] = {"ttfa": arrivals[0], "underruns": under, "gap": gap,
-                      "audio_s": sum(durations), "wall_s": time.perf_counter() - t0}
+                      "audio_s": sum(durations), "wall_s": arrivals[-1]}
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(n)]
     for t in threads:

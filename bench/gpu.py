@@ -21,7 +21,7 @@ import time
 import torch
 
 from bench.common import (PHRASE_128, bench_fastpitch, environment, percentile,
-                          playback_underruns, summarize, write_rows)
+                          playback_underruns, summarize, timed_chunks, write_rows)
 
 MODES = {
     # name: (static_shapes, cuda_graphs, kernels)
@@ -49,15 +49,9 @@ def build_engine(mode: str, device: torch.device, preset: str, hifigan: str | No
 def ttfa_runs(engine, runs: int) -> tuple[list[float], list[float]]:
     ttfa, rtf = [], []
     for _ in range(runs):
-        t0 = time.perf_counter()
-        first, n = None, 0
-        for c in engine.stream(PHRASE_128):
-            if first is None:
-                first = time.perf_counter() - t0
-            n += len(c.audio)
-        wall = time.perf_counter() - t0
-        ttfa.append(first * 1e3)
-        rtf.append(n / engine.sample_rate / wall)
+        arrivals, durations = timed_chunks(engine, PHRASE_128)
+        ttfa.append(arrivals[0] * 1e3)
+        rtf.append(sum(durations) / arrivals[-1])
     return ttfa, rtf
 
 
@@ -71,7 +65,6 @@ def offline_rtf(engine, runs: int) -> float:
 
 
 def concurrent(engine, n: int) -> tuple[float, int]:
-    sr = engine.sample_rate
     ttfa: list[float] = []
     under = [0]
     lock = threading.Lock()
@@ -79,11 +72,7 @@ def concurrent(engine, n: int) -> tuple[float, int]:
 
     def client() -> None:
         barrier.wait()
-        t0 = time.perf_counter()
-        arrivals, durs = [], []
-        for c in engine.stream(PHRASE_128):
-            arrivals.append(time.perf_counter() - t0)
-            durs.append(len(c.audio) / sr)
+        arrivals, durs = timed_chunks(engine, PHRASE_128)
         u, _ = playback_underruns(arrivals, durs)
         with lock:
             ttfa.append(arrivals[0] * 1e3)
