@@ -62,23 +62,41 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     speak = sub.add_parser(
-        "speak", help="synthesize text to a WAV file",
-        description="Synthesize text to a 16-bit WAV file. Text comes from the argument, "
-                    "from --text-file, or from standard input. Long texts are spoken sentence "
-                    "by sentence with a progress bar.")
+        "speak", help="synthesize text to a WAV file or play it (--play)",
+        description="Synthesize text to a 16-bit WAV file, or play it on a sound device while "
+                    "it is synthesized (--play). Text comes from the argument, from "
+                    "--text-file, or from standard input. Long texts are spoken sentence by "
+                    "sentence with a progress bar.")
     speak.add_argument("text", nargs="?", help="the text to speak (omit to read --text-file "
                                                 "or standard input)")
     speak.add_argument("-f", "--text-file", metavar="PATH",
                        help="read the text from this UTF-8 file ('-' = standard input)")
-    speak.add_argument("-o", "--output", default="audio.wav", metavar="WAV",
-                       help="output WAV path (default audio.wav)")
+    speak.add_argument("-o", "--output", metavar="WAV",
+                       help="output WAV path (default audio.wav; with --play, no file unless "
+                            "-o is given)")
     speak.add_argument("--plot-mel", metavar="PNG",
                        help="also save a spectrogram image of the mel (needs matplotlib)")
     speak.add_argument("--no-progress", action="store_true", help="no progress bar")
+    speak.add_argument("--play", action="store_true",
+                       help="play on a sound device while synthesizing (PortAudio); prints "
+                            "underruns and timing at the end")
+    speak.add_argument("--device-out", metavar="NAME|INDEX",
+                       help="output device for --play (default: the system default; list "
+                            "them with `python -m sounddevice`)")
     _add_model_args(speak)
     _add_voice_options(speak)
     speak.set_defaults(func=cmd_speak)
+    _add_server_commands(sub)
+    _add_training_commands(sub)
     return parser
+
+
+def _add_training_commands(sub: argparse._SubParsersAction) -> None:
+    """``corpus build`` and ``train``: the default-voice recipe (engine.corpus, engine.train)."""
+    from . import corpus, train
+
+    corpus.add_cli(sub)
+    train.add_cli(sub)
 
 
 def _read_text(args: argparse.Namespace) -> str:
@@ -149,6 +167,10 @@ def cmd_speak(args: argparse.Namespace) -> int:
                                speaker=args.speaker, denoise=args.denoise)
     if args.fastpitch is None:
         raise ValueError(NO_VOICE_MESSAGE)
+    if args.play or args.device_out is not None:
+        return _speak_play(args, text, options)
+    if args.output is None:
+        args.output = "audio.wav"
     t0 = time.perf_counter()
     engine = Engine.load(args.fastpitch, args.hifigan, cmudict=args.cmudict,
                          heteronyms=args.heteronyms, device=args.device,
@@ -174,6 +196,141 @@ def cmd_speak(args: argparse.Namespace) -> int:
           f"{len(result.words)} words; load {t_load:.2f} s, synthesis {t_synth:.2f} s "
           f"(RTF {seconds / max(t_synth, 1e-9):.1f}x real time)", file=sys.stderr)
     return 0
+
+
+def _speak_play(args: argparse.Namespace, text: str, options: SynthesisOptions) -> int:
+    """``speak --play``: play the stream on a sound device while it is synthesized, and also
+    write ``-o`` when it is given. Underruns and timing go to stderr. Ctrl-C stops playback
+    and synthesis (``main`` reports it and exits 130)."""
+    import numpy as np
+
+    from clients.playback import play_stream, resolve_output_device
+
+    from .audio import write_wav
+    from .engine import Engine
+
+    if not args.play:
+        raise ValueError("--device-out only applies together with --play")
+    if args.plot_mel:
+        raise ValueError("--plot-mel cannot be combined with --play (streaming keeps no mel)")
+    # Resolve the device before loading the models: a missing device fails in a moment.
+    out_dev = resolve_output_device(args.device_out)
+    t0 = time.perf_counter()
+    engine = Engine.load(args.fastpitch, args.hifigan, cmudict=args.cmudict,
+                         heteronyms=args.heteronyms, device=args.device,
+                         dtype=None if args.dtype == "fp32" else args.dtype)
+    t_load = time.perf_counter() - t0
+    kept: list[np.ndarray] | None = [] if args.output else None
+    try:
+        stream = engine.stream(text, pace=options.pace, pitch_shift=options.pitch_shift,
+                               speaker=options.speaker, denoise=options.denoise)
+
+        def chunks():
+            for chunk in stream:
+                if kept is not None:
+                    kept.append(chunk.audio)
+                yield chunk
+
+        stats = play_stream(chunks(), engine.sample_rate, device=out_dev.index,
+                            cancel=stream.cancel)
+    finally:
+        engine.close()
+    first = ("n/a" if stats.first_sound_seconds is None
+             else f"{stats.first_sound_seconds:.2f} s")
+    print(f"played {stats.played_seconds:.2f} s on {stats.device!r} at {stats.sample_rate} Hz: "
+          f"{stats.underruns} underruns ({stats.gap_seconds:.2f} s of gaps); first sound "
+          f"{first} after synthesis started; load {t_load:.2f} s, playback "
+          f"{stats.wall_seconds:.2f} s", file=sys.stderr)
+    if kept is not None:
+        audio = np.concatenate(kept) if kept else np.zeros(0, np.float32)
+        try:
+            write_wav(args.output, audio, engine.sample_rate)
+        except Exception as e:  # noqa: BLE001 - soundfile raises several types for bad paths
+            raise ValueError(f"cannot write {args.output}: {e}") from None
+        print(f"wrote {args.output}: {len(audio) / engine.sample_rate:.2f} s of audio",
+              file=sys.stderr)
+    return 0
+
+
+def _add_server_commands(sub: argparse._SubParsersAction) -> None:
+    """``serve`` (the websocket server) and ``say`` (its command-line client)."""
+    import os
+
+    from clients.client import add_client_arguments
+    from clients.server import DEFAULT_HOST, DEFAULT_PORT, PATH, ServerLimits
+
+    lim = ServerLimits()
+    serve = sub.add_parser(
+        "serve", help="run the websocket text-to-speech server",
+        description=f"Serve speech over a websocket at ws://HOST:PORT{PATH} (protocol: README, "
+                    "'Websocket protocol'). Listens on loopback unless told otherwise; any other "
+                    "address needs a token. Ctrl-C stops it cleanly.")
+    serve.add_argument("--host", default=DEFAULT_HOST,
+                       help=f"address to listen on (default {DEFAULT_HOST}: this machine only)")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT,
+                       help=f"TCP port (default {DEFAULT_PORT}; 0 picks a free one)")
+    serve.add_argument("--token", default=os.environ.get("FPSTREAM_TOKEN"),
+                       help="require 'Authorization: Bearer TOKEN' or ?token=TOKEN (default: "
+                            "$FPSTREAM_TOKEN); required for a non-loopback --host")
+    g = serve.add_argument_group("limits")
+    g.add_argument("--max-sessions", type=int, default=lim.max_sessions, metavar="N",
+                   help=f"connections at once; more get a 'busy' error (default "
+                        f"{lim.max_sessions})")
+    g.add_argument("--max-frame-bytes", type=int, default=lim.max_frame_bytes, metavar="BYTES",
+                   help=f"largest client message (default {lim.max_frame_bytes})")
+    g.add_argument("--max-text-chars", type=int, default=lim.max_text_chars, metavar="N",
+                   help=f"text per session accepted but not yet spoken (default "
+                        f"{lim.max_text_chars})")
+    g.add_argument("--idle-timeout", type=float, default=lim.idle_timeout, metavar="SECONDS",
+                   help=f"close a session after this long without messages while nothing is "
+                        f"being spoken (default {lim.idle_timeout:g})")
+    _add_model_args(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    say = sub.add_parser(
+        "say", help="speak text through a running fpstream server",
+        description="Send text to an fpstream websocket server; write the audio to a WAV file "
+                    "(-o) and/or play it (--play). Prints client-side TTFA and RTF.")
+    add_client_arguments(say)
+    say.set_defaults(func=cmd_say)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from clients.server import ServerLimits, check_listen_args, run_server
+
+    from .engine import Engine
+
+    token = args.token or None  # an empty FPSTREAM_TOKEN means none
+    limits = dict(max_sessions=args.max_sessions, max_frame_bytes=args.max_frame_bytes,
+                  max_text_chars=args.max_text_chars, idle_timeout=args.idle_timeout)
+    # Bad settings fail before the models load.
+    check_listen_args(args.host, args.port, token)
+    ServerLimits(**limits)
+    if args.fastpitch is None:
+        raise ValueError(NO_VOICE_MESSAGE)
+    engine = Engine.load(args.fastpitch, args.hifigan, cmudict=args.cmudict,
+                         heteronyms=args.heteronyms, device=args.device,
+                         dtype=None if args.dtype == "fp32" else args.dtype)
+
+    def ready(server) -> None:
+        auth = "token required" if token else "no token"
+        print(f"fpstream: serving {server.url} ({auth}, voice at {engine.sample_rate} Hz); "
+              f"Ctrl-C stops", file=sys.stderr, flush=True)
+
+    try:
+        run_server(engine, args.host, args.port, token=token, on_ready=ready, **limits)
+    except OSError as e:  # e.g. the port is taken
+        raise ValueError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
+    finally:
+        engine.close()
+    print("fpstream: server stopped", file=sys.stderr)
+    return 0
+
+
+def cmd_say(args: argparse.Namespace) -> int:
+    from clients.client import run_cli
+
+    return run_cli(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -115,11 +115,11 @@ class MelStore:
 
 def install_kernels(voice: Voice) -> bool:
     """Route HiFi-GAN's residual blocks and FastPitch's feed-forward blocks through the fused
-    Triton kernels (instance-level forwards, so the model classes stay plain PyTorch).
-    Returns False (logged) when Triton cannot run here."""
+    Triton kernels (instance-level forwards, so the model classes stay plain PyTorch; weights
+    are packed once here). Returns False (logged) when Triton cannot run here."""
     try:
-        from kernels.ffn import conv_ffn
-        from kernels.resblock import resblock1
+        from kernels import ffn, resblock
+        from kernels.conv1d import conv1d_fused
         from kernels.utils import triton_ready
     except ImportError as e:
         log.warning("Triton kernels unavailable (%s); using PyTorch", e)
@@ -128,22 +128,29 @@ def install_kernels(voice: Voice) -> bool:
     if not ok:
         log.info("Triton kernels not used: %s", why)
         return False
+
+    def resblock_forward(params: dict, x: Tensor) -> Tensor:
+        return resblock.resblock1(x, **params)
+
+    def ffn_forward(params: dict, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        # x: (B, T, d_model). With a mask (solo-equivalent batching) the hidden activation is
+        # masked between the two fused convs, as PositionwiseConvFF does.
+        if mask is None:
+            return ffn.positionwise_conv_ff(x, **params)
+        xc = x.transpose(1, 2)  # (B, d_model, T)
+        h = conv1d_fused(xc, params["conv1_weight"], params["conv1_bias"], post_act="relu")
+        h = h * mask.transpose(1, 2).to(h.dtype)  # (B, d_inner, T)
+        y = conv1d_fused(h, params["conv2_weight"], params["conv2_bias"], residual=xc,
+                         layer_norm=(params["ln_weight"], params["ln_bias"], params["ln_eps"]))
+        return y.transpose(1, 2)
+
     for m in voice.hifigan.modules():
         if isinstance(m, ResBlock1):
-            m.forward = functools.partial(_resblock_kernel_forward, m, resblock1)
+            m.forward = functools.partial(resblock_forward, resblock.params_from_module(m, pack=True))
     for m in voice.fastpitch.modules():
         if isinstance(m, PositionwiseConvFF):
-            m.forward = functools.partial(_ffn_kernel_forward, m, conv_ffn)
+            m.forward = functools.partial(ffn_forward, ffn.params_from_module(m, pack=True))
     return True
-
-
-def _resblock_kernel_forward(block: ResBlock1, resblock1: Callable, x: Tensor) -> Tensor:
-    return resblock1(x, block)
-
-
-def _ffn_kernel_forward(ff: PositionwiseConvFF, conv_ffn: Callable, x: Tensor,
-                        mask: Tensor | None = None) -> Tensor:
-    return conv_ffn(x, ff, mask)
 
 
 class Runner:

@@ -80,7 +80,9 @@ def test_stream_equals_synthesize_and_offline_vocoding(engine):
     assert [c.offset for c in chunks] == offsets.tolist()  # contiguous, nothing lost
     streamed = np.concatenate([c.audio for c in chunks])
     whole = engine.synthesize(text, keep_mel=True)
-    np.testing.assert_array_equal(streamed, whole.audio)  # same chunks, same computation
+    # Same chunks and the same exact windows; window sizes adapt to load, which moves seams
+    # and so float rounding, hence a tolerance far below audibility rather than equality.
+    np.testing.assert_allclose(streamed, whole.audio, atol=1e-5)
     offline = engine.vocode(whole.mel, streaming=False)
     assert snr_db(offline, streamed) >= 60.0
 
@@ -126,7 +128,7 @@ def test_streamed_deltas_equal_whole_text():
         deltas = [text[i:i + 3] for i in range(0, len(text), 3)]
         streamed = np.concatenate([c.audio for c in eng.stream(iter(deltas))])
         whole = eng.synthesize(text).audio
-        np.testing.assert_array_equal(streamed, whole)
+        np.testing.assert_allclose(streamed, whole, atol=1e-5)
 
 
 def test_async_stream_with_async_deltas(engine):
@@ -144,8 +146,8 @@ def test_async_stream_with_async_deltas(engine):
 
     a, b = asyncio.run(main())
     assert len(a) > 1 and sum(len(c.audio) for c in b) > 0
-    np.testing.assert_array_equal(np.concatenate([c.audio for c in a]),
-                                  engine.synthesize(text).audio)
+    np.testing.assert_allclose(np.concatenate([c.audio for c in a]),
+                               engine.synthesize(text).audio, atol=1e-5)
 
 
 def test_concurrent_requests_are_batched_without_changing_audio(engine):
