@@ -283,6 +283,14 @@ def test_bucketed_static_path_equals_eager_for_every_bucket():
             for (mel, _), piece in zip(got, want):
                 assert mel.shape == piece.mel.shape
                 assert torch.allclose(mel, piece.mel, atol=1e-4)
+        # every text bucket (and the mel buckets those lengths land in), batch 1
+        gen = torch.Generator().manual_seed(0)
+        for t in Buckets().text:
+            row = torch.randint(38, 64, (t,), generator=gen).tolist()
+            row[4::6] = [11] * len(row[4::6])  # spaces between "words"
+            (mel, _), = sfp([row], [1.0], [0], [0.0])
+            want = eager.runner.fastpitch([(row, SynthesisOptions())])[0]
+            assert mel.shape == want.mel.shape and torch.allclose(mel, want.mel, atol=1e-4)
         voc = static.runner.static_vocoder
         mel = torch.randn(2, 80, 400) - 5
         for n in Buckets().window:
