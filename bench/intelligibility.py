@@ -55,6 +55,7 @@ def _cleaner() -> Callable[[str], str]:
 
 
 _CLOCK = re.compile(r"\b(\d{1,2})[:.](\d{2})\b")
+_WHOLE_DOLLARS = re.compile(r"\$(\d{1,3}(?:,\d{3})+|\d+)(?![.,]?\d)")
 _DELETE = re.compile(r"[.']")
 _NON_WORD = re.compile(r"[^a-z0-9 ]+")
 
@@ -62,12 +63,15 @@ _NON_WORD = re.compile(r"[^a-z0-9 ]+")
 def normalize(text: str) -> list[str]:
     """Words for WER, the same function for references and transcripts.
 
-    Clock times "7:45" / "7.45" become "7 45" (ASR writes either); then the engine's cleaner
-    reads numbers, currency, ordinals and abbreviations as the voice speaks them; lower case;
+    Clock times "7:45" / "7.45" become "7 45" (ASR writes either), whole amounts "$1,250"
+    become "1,250 dollars" (the cleaner reads the two forms differently); then the engine's
+    cleaner reads numbers, currency, ordinals and abbreviations as the voice speaks them; lower
+    case;
     dots and apostrophes deleted ("n.a.s.a." -> "nasa", "it's" -> "its"); any other
     punctuation and hyphens become spaces.
     """
-    s = _cleaner()(_CLOCK.sub(r"\1 \2", text)).lower()
+    s = _WHOLE_DOLLARS.sub(r"\1 dollars", _CLOCK.sub(r"\1 \2", text))
+    s = _cleaner()(s).lower()
     s = _DELETE.sub("", s)
     s = _NON_WORD.sub(" ", s)
     return s.split()

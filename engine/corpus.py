@@ -42,9 +42,8 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -58,7 +57,7 @@ SPLITS = ("train", "val", "test")
 TEXT_DIR = Path(__file__).resolve().parent / "data" / "ljspeech_text"
 MANIFEST = "manifest.json"
 JOURNAL = "index.jsonl"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: energy is the L2 norm of the linear mel frame
 TEACHER_RATE = 24000
 # The text front end of the voice (= the hub's inference settings); stored in train_setup.
 TEXT_SETUP = {"symbol_set": "english_basic", "text_cleaners": ["english_cleaners_v2"],
@@ -333,7 +332,8 @@ def build_corpus(out_dir: str | os.PathLike, splits: Sequence[str] = SPLITS,
     old = out / MANIFEST
     if old.exists():
         prev = json.loads(old.read_text())
-        if prev.get("features") != _json_roundtrip(feature_cfg.to_dict()):
+        if prev.get("format") != FORMAT_VERSION or \
+                prev.get("features") != _json_roundtrip(feature_cfg.to_dict()):
             raise ValueError(f"{out} holds a corpus built with other feature settings; "
                              "use a new folder")
 

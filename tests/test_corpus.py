@@ -113,6 +113,21 @@ def test_transcripts_are_shipped():
         read_transcripts("dev")
 
 
+def test_build_refuses_a_corpus_with_other_settings(tmp_path):
+    from engine.corpus import write_manifest
+
+    write_manifest(tmp_path, [], FeatureConfig(pitch_threshold=0.1))
+    with pytest.raises(ValueError, match="other feature settings"):
+        build_corpus(tmp_path, ["val"], limit=1, jobs=1, progress=False)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["format"] = 1  # an older corpus (energy was the mean magnitude then)
+    write_manifest(tmp_path, [], FeatureConfig())
+    (tmp_path / "manifest.json").write_text(json.dumps({**manifest, "features":
+                                                        FeatureConfig().to_dict()}))
+    with pytest.raises(ValueError, match="other feature settings"):
+        build_corpus(tmp_path, ["val"], limit=1, jobs=1, progress=False)
+
+
 @pytest.mark.skipif(not HAVE_HIBARI, reason="needs the train extra (hibari-tts)")
 def test_pitch_agrees_with_the_teachers_own_f0():
     """hibari synthesizes from an F0 track; our estimate on its audio must match it where the

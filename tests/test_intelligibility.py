@@ -23,6 +23,8 @@ HAVE_ASR = all(importlib.util.find_spec(m) is not None
     ("In 1850, Mr. Smith left.", "in eighteen fifty mister smith left"),
     ("NASA said 25% of it's fine", "N.A.S.A. said twenty five percent of its fine"),
     ("the 3rd of May", "The third of May."),
+    ("Your balance is 1,250 dollars.", "Your balance is $1,250."),
+    ("It is $5.", "it is five dollars"),
 ])
 def test_normaliser_treats_digits_and_words_alike(ref, hyp):
     e = word_errors(normalize(ref), normalize(hyp))
