@@ -34,7 +34,6 @@ and resumes training with a fresh optimizer), ``train_log.jsonl``.
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import hashlib
 import json
@@ -68,8 +67,7 @@ NEG = -1e4  # finite "minus infinity" for masked keys: -inf gives NaN gradients 
 SHIPPING_NAME = "fastpitch_fp16.pt"
 LAST_NAME = "checkpoint_last.pt"
 SHARD_MAX_MIB = 15.0  # pieces stay under the 16 MiB a device call can return per file
-# Buffers kept in fp32 in fp16 checkpoints: rounding the positional frequencies to fp16 would
-# shift the phase of late positions by up to ~0.5 rad, and the pitch statistics are Hz.
+# Buffers that save_fastpitch(half=True) keeps in fp32 (see there).
 FP32_BUFFERS = ("encoder.pos_emb.inv_freq", "decoder.pos_emb.inv_freq", "pitch_mean",
                 "pitch_std")
 
@@ -452,16 +450,7 @@ def save_shipping(model: FastPitch, path: str | os.PathLike, train_setup: Mappin
     """fp16 voice in the hub layout; keeps :data:`FP32_BUFFERS` in fp32 (see there).
 
     With the aligner (~0.5 M values for the small preset) it can resume training."""
-    half = copy.deepcopy(model).half()
-    with torch.no_grad():
-        src = dict(model.named_buffers())
-        for name, buf in half.named_buffers():
-            if name in FP32_BUFFERS:
-                mod_name, _, attr = name.rpartition(".")
-                mod = half.get_submodule(mod_name) if mod_name else half
-                setattr(mod, attr, src[name].detach().float().clone())
-    save_fastpitch(half, path, train_setup, half=False, include_aligner=include_aligner,
-                   **extra)
+    save_fastpitch(model, path, train_setup, half=True, include_aligner=include_aligner, **extra)
 
 
 def atomic(path: Path) -> Path:

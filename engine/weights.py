@@ -351,11 +351,21 @@ def save_fastpitch(model: FastPitch, path: str | os.PathLike, train_setup: Mappi
                    half: bool = False, include_aligner: bool = True, **extra: Any) -> None:
     """Write a FastPitch checkpoint in the hub layout ({'state_dict', 'config', 'train_setup'}).
 
-    ``half`` stores floating tensors as fp16 (they load back into an fp32 model);
-    ``include_aligner=False`` drops the training-only ``attention.*`` tensors.
+    ``half`` stores the parameters as fp16 (they load back into an fp32 model); buffers stay
+    fp32: fp16 positional frequencies would shift late positions' phase by up to ~0.5 rad,
+    and the pitch statistics are in Hz. ``include_aligner=False`` drops the training-only
+    ``attention.*`` tensors.
     """
-    sd = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
-          for k, v in model.state_dict().items()
+    buffers = {name for name, _ in model.named_buffers()}
+
+    def stored(name: str, t: Tensor) -> Tensor:
+        if name in buffers:
+            t = t.float()
+        elif half and t.is_floating_point():
+            t = t.half()
+        return t.detach().cpu().clone()
+
+    sd = {k: stored(k, v) for k, v in model.state_dict().items()
           if include_aligner or not k.startswith("attention.")}
     torch.save({"state_dict": sd, "config": model.config.to_dict(),
                 "train_setup": dict(train_setup), **extra}, path)
