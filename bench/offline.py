@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from engine.text import TextProcessor
+    from engine.text import get_text_processor
     from engine.weights import load_fastpitch, load_hifigan, resolve_device
 
     device = resolve_device(args.device)
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         fp = fp.to(device)
         voice_name = "nvidia-size random weights"
     gen, setup, den = load_hifigan(args.hifigan, device=device)
-    tp = TextProcessor()
+    tp = get_text_processor()
     sr, sync = setup["sampling_rate"], (torch.cuda.synchronize if device.type == "cuda" else (lambda: None))
 
     def run() -> dict[str, float]:

@@ -13,7 +13,7 @@ import torch
 
 from .fastpitch import FastPitch
 from .hifigan import Denoiser, Generator
-from .text import TextProcessor
+from .text import TextProcessor, get_text_processor
 from .weights import check_agreement, load_fastpitch, load_hifigan, resolve_device
 
 log = logging.getLogger(__name__)
@@ -57,12 +57,10 @@ class Voice:
         dev = resolve_device(device)
         fp, fp_setup = load_fastpitch(fastpitch, device=dev, dtype=dtype)
         gen, hg_setup, den = load_hifigan(hifigan, device=dev, dtype=dtype)
-        try:
-            check_agreement(fp_setup, hg_setup, str(fastpitch), str(hifigan or "default vocoder"))
-        except ValueError as e:
-            raise ValueError(str(e)) from None
+        check_agreement(fp_setup, hg_setup, str(fastpitch), str(hifigan or "default vocoder"))
         # The voice's own p_arpabet (NVIDIA's hub text pipeline: 1.0). Cleaners are always
-        # english_cleaners_v2, as in the hub, whatever the training setup recorded.
-        tp = TextProcessor(p_arpabet=float(fp_setup.get("p_arpabet", 1.0)),
-                           cmudict_path=cmudict, heteronyms_path=heteronyms)
+        # english_cleaners_v2, as in the hub, whatever the training setup recorded. The
+        # processor is shared per settings, so many engines parse the dictionary once.
+        tp = get_text_processor(p_arpabet=float(fp_setup.get("p_arpabet", 1.0)),
+                                cmudict_path=cmudict, heteronyms_path=heteronyms)
         return cls(fp, gen, den, tp, fp_setup, hg_setup)
