@@ -20,6 +20,11 @@ loopback in the main event loop.
   how many stayed open to the end, errors, short-utterance TTFA and RSS.
 - **soak M** (``--soak-minutes``): ``--soak-clients`` clients (default: the largest clean N)
   speak the phrase back to back for M minutes; RSS at the start, every minute and the end.
+  In-process, each minute also records leak indicators read in the server's loop: its asyncio
+  tasks, open sessions, engine requests, and the C heap in use (glibc ``mallinfo2``: live
+  allocations, without the freed memory the allocator may still hold, which RSS includes).
+  Start and end are taken with no session open. ``--trim-interval 0`` turns off the engine's
+  periodic ``malloc_trim`` to see what RSS does without it.
 
 RSS is the server's: this process when in-process (psutil if installed, else
 /proc/self/status VmRSS), ``--server-pid`` with ``--url``, otherwise not measured. Prints a
@@ -36,7 +41,7 @@ import re
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -114,6 +119,7 @@ class InProcessServer:
     def __init__(self, engine, max_sessions: int):
         self.engine, self.max_sessions = engine, max_sessions
         self.url: str | None = None
+        self.server = None  # the TTSServer, once started
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -128,6 +134,7 @@ class InProcessServer:
             self._stop = asyncio.Event()
             async with serve_tts(self.engine, "127.0.0.1", port=0,
                                  max_sessions=self.max_sessions) as server:
+                self.server = server
                 self.url = server.url
                 self._ready.set()
                 await self._stop.wait()
@@ -144,6 +151,22 @@ class InProcessServer:
         if self._error is not None or self.url is None:
             raise RuntimeError(f"the server did not start: {self._error!r}")
         return self
+
+    def snapshot(self) -> dict:
+        """Leak indicators, read inside the server's loop: its asyncio tasks, open sessions,
+        engine requests; plus the C heap in use (glibc), which unlike RSS excludes freed
+        memory the allocator still holds."""
+        from engine.memory import heap_stats
+
+        async def read() -> dict:
+            return {"server_tasks": len(asyncio.all_tasks()),
+                    "sessions": len(self.server.sessions),
+                    "engine_requests": self.engine.active_requests}
+
+        snap = asyncio.run_coroutine_threadsafe(read(), self._loop).result(10)
+        h = heap_stats()
+        snap["heap_in_use_mb"] = None if h is None else h.in_use / 2**20
+        return snap
 
     def __exit__(self, *exc: Any) -> None:
         if self._loop is not None and self._stop is not None:
@@ -256,8 +279,10 @@ async def run_idle(url: str, k: int, args) -> dict:
     return stats
 
 
-async def run_soak(url: str, n: int, args, sampler: RssSampler) -> list[dict]:
-    """n clients speak the phrase back to back for --soak-minutes; one row per minute."""
+async def run_soak(url: str, n: int, args, sampler: RssSampler,
+                   snapshot: Callable[[], dict] | None = None) -> list[dict]:
+    """n clients speak the phrase back to back for --soak-minutes; one row per minute.
+    ``snapshot`` (in-process server only) adds leak indicators at each minute's end."""
     from websockets.asyncio.client import connect
 
     t_start = time.monotonic()
@@ -291,10 +316,13 @@ async def run_soak(url: str, n: int, args, sampler: RssSampler) -> list[dict]:
             await asyncio.sleep(max(0.0, min(end, t_start + 60 * (i + 1)) - time.monotonic()))
             rss = sampler.sample()
             m = minutes[i]
+            if snapshot is not None:
+                m["snapshot"] = await asyncio.to_thread(snapshot)
             t = m["ttfa"] or [float("nan")]
             print(f"  soak minute {i + 1}: {m['utts']} utterances, TTFA p50 "
                   f"{percentile(t, 50) * 1000:.0f} ms, underruns {m['under']}, errors "
-                  f"{m['errors']}, RSS {fmt_mb(rss)}", flush=True)
+                  f"{m['errors']}, RSS {fmt_mb(rss)}{fmt_snapshot(m.get('snapshot'))}",
+                  flush=True)
 
     await asyncio.gather(reporter(), *(client() for _ in range(n)))
     return minutes
@@ -304,6 +332,21 @@ async def run_soak(url: str, n: int, args, sampler: RssSampler) -> list[dict]:
 
 def fmt_mb(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.1f} MB"
+
+
+def fmt_snapshot(snap: dict | None) -> str:
+    if not snap:
+        return ""
+    return (f", heap in use {fmt_mb(snap['heap_in_use_mb'])}, server tasks "
+            f"{snap['server_tasks']}, sessions {snap['sessions']}, engine requests "
+            f"{snap['engine_requests']}")
+
+
+def snapshot_cols(snap: dict | None) -> dict:
+    if not snap:
+        return {}
+    return {"heap_in_use_mb": rnd(snap["heap_in_use_mb"]), "server_tasks": snap["server_tasks"],
+            "sessions": snap["sessions"], "engine_requests": snap["engine_requests"]}
 
 
 def rnd(v: float | None, nd: int = 1):
@@ -329,6 +372,9 @@ def main() -> None:
     ap.add_argument("--fastpitch", default=str(DATA / "tiny_fastpitch.pt"))
     ap.add_argument("--hifigan", default=str(DATA / "tiny_hifigan.pt"))
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--trim-interval", type=float, default=None,
+                    help="in-process: EngineConfig.trim_interval_s (seconds between giving "
+                         "freed heap back to the OS; 0 = never; default: the engine's)")
     args = ap.parse_args()
     if min(args.clients) < 1 or args.rounds < 1 or args.idle < 0:
         ap.error("--clients and --rounds must be >= 1, --idle >= 0")
@@ -343,9 +389,12 @@ def main() -> None:
 
     engine = None
     if args.url is None:
-        from engine import Engine
+        from engine import Engine, EngineConfig
 
-        engine = Engine.load(args.fastpitch, args.hifigan, device=args.device)
+        config = (EngineConfig() if args.trim_interval is None
+                  else EngineConfig(trim_interval_s=args.trim_interval))
+        engine = Engine.load(args.fastpitch, args.hifigan, device=args.device, config=config)
+        print(f"engine: trim_interval_s={config.trim_interval_s:g}")
         server_cm: Any = InProcessServer(engine, max_sessions=max(64, max(args.clients),
                                                                   args.idle + 8))
         sampler = RssSampler(None, True)
@@ -361,7 +410,8 @@ def main() -> None:
         base = {**env, "voice": voice, "phase": phase, "n": n, "utterances": 0,
                 "ttfa_p50_ms": "", "ttfa_p95_ms": "", "ttfa_p99_ms": "", "underruns": "",
                 "streams_with_underruns": "", "errors": 0, "stayed_open": "",
-                "rss_start_mb": "", "rss_end_mb": "", "rss_max_mb": "", "wall_s": ""}
+                "rss_start_mb": "", "rss_end_mb": "", "rss_max_mb": "", "heap_in_use_mb": "",
+                "server_tasks": "", "sessions": "", "engine_requests": "", "wall_s": ""}
         base.update(kw)
         rows.append(base)
         return base
@@ -426,13 +476,27 @@ def main() -> None:
 
         if args.soak_minutes > 0:
             n = args.soak_clients or clean or 1
+            snapshot = server_cm.snapshot if server_cm is not None else None
+
+            async def settled() -> dict | None:
+                """Leak indicators once no session or request is left (at most 30 s)."""
+                if snapshot is None:
+                    return None
+                for _ in range(300):
+                    snap = await asyncio.to_thread(snapshot)
+                    if not snap["sessions"] and not snap["engine_requests"]:
+                        break
+                    await asyncio.sleep(0.1)
+                return snap
+
             print(f"soak: {n} clients for {args.soak_minutes:g} min")
+            snap0 = await settled()
             t0 = time.monotonic()
             rss0 = sampler.sample()
-            print(f"  soak start: RSS {fmt_mb(rss0)}")
-            minutes = await run_soak(url, n, args, sampler)
+            row("soak_start", n, rss_start_mb=rnd(rss0), **snapshot_cols(snap0))
+            print(f"  soak start (no sessions): RSS {fmt_mb(rss0)}{fmt_snapshot(snap0)}")
+            minutes = await run_soak(url, n, args, sampler, snapshot)
             t1 = time.monotonic()
-            rss1 = sampler.sample()
             for i, m in enumerate(minutes):
                 t = [x * 1000 for x in m["ttfa"]]
                 a, b = t0 + 60 * i, min(t1, t0 + 60 * (i + 1))
@@ -441,9 +505,14 @@ def main() -> None:
                     ttfa_p95_ms=rnd(percentile(t, 95)) if t else "",
                     ttfa_p99_ms=rnd(percentile(t, 99)) if t else "",
                     underruns=m["under"], errors=m["errors"], wall_s=round(b - a, 2),
-                    **rss_cols(a, b))
-            print(f"  soak end: RSS {fmt_mb(rss1)} "
-                  f"({'' if rss0 is None or rss1 is None else f'{rss1 - rss0:+.1f} MB'})")
+                    **rss_cols(a, b), **snapshot_cols(m.get("snapshot")))
+            snap1 = await settled()
+            rss1 = sampler.sample()
+            row("soak_end", n, rss_end_mb=rnd(rss1), **snapshot_cols(snap1))
+            print(f"  soak end (sessions closed): RSS {fmt_mb(rss1)}{fmt_snapshot(snap1)}")
+            if rss0 is not None and rss1 is not None:
+                print(f"  RSS start -> end: {rss0:.1f} -> {rss1:.1f} MB "
+                      f"({rss1 - rss0:+.1f} MB)", flush=True)
 
     sampler.start()
     try:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .request import AudioChunk, SynthesisOptions, WordTiming
+from .memory import release_free_heap
 from .runner import Runner
 from .scheduler import ChunkPolicy, TextChunk, TextChunker, select_batch
 from .text import SPACE_ID
@@ -54,12 +55,17 @@ class EngineConfig:
     static_shapes: bool | None = None  # bucketed static shapes; None = on CUDA only
     cuda_graphs: bool = True  # capture buckets as CUDA graphs (CUDA + static shapes); False = eager
     triton_kernels: bool = True  # fused Triton kernels on CUDA (references elsewhere)
+    # Give the C heap's freed pages back to the OS this often (between steps); 0 = never.
+    # Without it RSS of a long-running server stays at its busiest moment (engine.memory).
+    trim_interval_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.max_pending_chunks < 1 or self.max_batch_vocoder < 1 or self.max_batch_fastpitch < 1:
             raise ValueError("batch sizes and max_pending_chunks must be >= 1")
         if self.overlap < 0 or not self.window_sizes or min(self.window_sizes) <= self.overlap:
             raise ValueError("window sizes must be larger than the overlap")
+        if not self.trim_interval_s >= 0:
+            raise ValueError(f"trim_interval_s must be >= 0, got {self.trim_interval_s}")
 
 
 class _Sink:
@@ -445,12 +451,17 @@ class Engine:
 
     def _loop(self) -> None:
         torch.set_grad_enabled(False)
+        interval = self.config.trim_interval_s
+        next_trim = time.monotonic() + interval
         while not self._closed:
             try:
                 busy = self.step()
             except Exception:  # noqa: BLE001 - never let the loop die
                 log.exception("engine step failed")
                 busy = False
+            if interval and time.monotonic() >= next_trim:
+                release_free_heap()
+                next_trim = time.monotonic() + interval
             if not busy:
                 # Idle: sleep until woken; short timeouts let time-based releases happen.
                 self._wakeup.wait(timeout=0.02 if self._requests else 0.5)
