@@ -23,7 +23,8 @@ loopback in the main event loop.
   In-process, each minute also records leak indicators read in the server's loop: its asyncio
   tasks, open sessions, engine requests, and the C heap in use (glibc ``mallinfo2``: live
   allocations, without the freed memory the allocator may still hold, which RSS includes).
-  Start and end are taken with no session open. ``--trim-interval 0`` turns off the engine's
+  Start and end are taken with no session open, after ``gc.collect()`` and ``malloc_trim``
+  (engine.memory), so they compare live memory. ``--trim-interval 0`` turns off the engine's
   periodic ``malloc_trim`` to see what RSS does without it.
 
 RSS is the server's: this process when in-process (psutil if installed, else
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import random
 import re
@@ -46,6 +48,7 @@ from typing import Any, Callable
 import torch
 
 from bench.common import PHRASE_128, environment, percentile, playback_underruns, write_rows
+from engine.memory import release_free_heap
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 WORDS = re.findall(r"\S+\s*", PHRASE_128)
@@ -479,7 +482,9 @@ def main() -> None:
             snapshot = server_cm.snapshot if server_cm is not None else None
 
             async def settled() -> dict | None:
-                """Leak indicators once no session or request is left (at most 30 s)."""
+                """Leak indicators once no session or request is left (at most 30 s), after
+                giving freed heap back to the OS, so that start and end RSS compare live
+                memory rather than where the engine's periodic trim happened to be."""
                 if snapshot is None:
                     return None
                 for _ in range(300):
@@ -487,7 +492,9 @@ def main() -> None:
                     if not snap["sessions"] and not snap["engine_requests"]:
                         break
                     await asyncio.sleep(0.1)
-                return snap
+                gc.collect()
+                release_free_heap()
+                return await asyncio.to_thread(snapshot)
 
             print(f"soak: {n} clients for {args.soak_minutes:g} min")
             snap0 = await settled()
