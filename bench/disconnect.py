@@ -9,7 +9,8 @@ it leaves in one of four ways, in turn:
 - before any audio, or after the first chunk.
 
 For the disconnects after audio it measures how long the engine takes to drop the request
-(disconnect -> ``engine.active_requests == 0``). At the end it reports these counts, before
+(disconnect -> ``engine.active_requests == 0``) and how many chunks it still made after the
+disconnect (the step in flight, and any started before the cancel reached the engine). At the end it reports these counts, before
 and after the cycles:
 - asyncio tasks, open sessions, engine requests and mel buffers (all must return to their
   starting values);
@@ -54,6 +55,7 @@ async def soak(engine: Engine, cycles: int) -> dict:
     from websockets.asyncio.client import connect
 
     stop_ms: list[float] = []
+    chunks_after: list[int] = []  # chunks made after each mid-audio disconnect
     async with serve_tts(engine, port=0, max_sessions=64) as server:
         async def cycle(i: int) -> None:
             ws = await connect(server.url)
@@ -61,9 +63,14 @@ async def soak(engine: Engine, cycles: int) -> dict:
             await ws.send(json.dumps({"type": "text", "text": TEXT}))
             await ws.send(json.dumps({"type": "end"}))
             mid_audio = i % 2 == 1
+            req = None
             if mid_audio:
                 while json.loads(await ws.recv())["type"] != "chunk":
                     pass
+                # The engine's state of this (the only) request, read-only: to count the
+                # chunks it still makes after the disconnect.
+                (req,) = engine._requests.values()
+                chunks_before = req.chunks
             t0 = time.perf_counter()
             if i % 4 < 2:
                 await ws.close()
@@ -74,6 +81,7 @@ async def soak(engine: Engine, cycles: int) -> dict:
                 while engine.active_requests:
                     await asyncio.sleep(0.0005)
                 stop_ms.append((time.perf_counter() - t0) * 1000)
+                chunks_after.append(req.chunks - chunks_before)
 
         async def settle() -> None:
             for _ in range(500):
@@ -95,7 +103,8 @@ async def soak(engine: Engine, cycles: int) -> dict:
         after = {"tasks": len(asyncio.all_tasks()), "rss_mb": rss_mb(),
                  "sessions": len(server.sessions), "requests": engine.active_requests,
                  "mel_buffers": len(engine.runner.mels)}
-    return {"before": before, "after": after, "wall": wall, "stop_ms": stop_ms}
+    return {"before": before, "after": after, "wall": wall, "stop_ms": stop_ms,
+            "chunks_after": chunks_after}
 
 
 def main() -> None:
@@ -122,6 +131,10 @@ def main() -> None:
     print(f"RSS {b['rss_mb']:.1f} -> {a['rss_mb']:.1f} MB ({a['rss_mb'] - b['rss_mb']:+.1f} MB)")
     print(f"disconnect -> engine idle (n={len(stops)}): p50 {percentile(stops, 50):.1f} ms, "
           f"p95 {percentile(stops, 95):.1f} ms, max {max(stops):.1f} ms")
+    extra = r["chunks_after"]
+    hist = {k: extra.count(k) for k in sorted(set(extra))}
+    print(f"chunks made after the disconnect (n={len(extra)}): max {max(extra)}; "
+          + ", ".join(f"{k}: {v}" for k, v in hist.items()))
     print("no leaks" if ok else "LEAK: something did not return to its starting value")
     env = environment(torch.device(args.device))
     path = write_rows("disconnect", [{
@@ -131,6 +144,7 @@ def main() -> None:
         "rss_before_mb": round(b["rss_mb"], 1), "rss_after_mb": round(a["rss_mb"], 1),
         "stop_p50_ms": round(percentile(stops, 50), 2),
         "stop_p95_ms": round(percentile(stops, 95), 2), "stop_max_ms": round(max(stops), 2),
+        "chunks_after_p50": percentile(extra, 50), "chunks_after_max": max(extra),
         "leak_free": ok}])
     print(f"appended to {path}")
 

@@ -78,6 +78,22 @@ def rss_mb(pid: int | None) -> float | None:
     return None
 
 
+def rss_parts_mb() -> dict[str, float | None]:
+    """This process's RSS split (Linux): anonymous memory (heap, mmapped buffers, JIT code,
+    stacks) and file-backed pages (shared libraries' code and data as it gets touched)."""
+    parts: dict[str, float | None] = {"rss_anon_mb": None, "rss_file_mb": None}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                name, _, rest = line.partition(":")
+                key = {"RssAnon": "rss_anon_mb", "RssFile": "rss_file_mb"}.get(name)
+                if key:
+                    parts[key] = int(rest.split()[0]) / 1024
+    except OSError:
+        pass
+    return parts
+
+
 class RssSampler:
     """Samples the server's RSS every ``interval`` s in a thread: [(monotonic time, MB)]."""
 
@@ -162,13 +178,16 @@ class InProcessServer:
         from engine.memory import heap_stats
 
         async def read() -> dict:
+            c = self.engine.runner.vocoder_s_per_frame  # measured cost, an EMA
             return {"server_tasks": len(asyncio.all_tasks()),
                     "sessions": len(self.server.sessions),
-                    "engine_requests": self.engine.active_requests}
+                    "engine_requests": self.engine.active_requests,
+                    "vocoder_ms_per_frame": None if c is None else c * 1000}
 
         snap = asyncio.run_coroutine_threadsafe(read(), self._loop).result(10)
         h = heap_stats()
         snap["heap_in_use_mb"] = None if h is None else h.in_use / 2**20
+        snap.update(rss_parts_mb())
         return snap
 
     def __exit__(self, *exc: Any) -> None:
@@ -340,16 +359,20 @@ def fmt_mb(v: float | None) -> str:
 def fmt_snapshot(snap: dict | None) -> str:
     if not snap:
         return ""
-    return (f", heap in use {fmt_mb(snap['heap_in_use_mb'])}, server tasks "
+    c = snap["vocoder_ms_per_frame"]
+    return (f", anon {fmt_mb(snap['rss_anon_mb'])} + file {fmt_mb(snap['rss_file_mb'])}"
+            f", heap in use {fmt_mb(snap['heap_in_use_mb'])}, server tasks "
             f"{snap['server_tasks']}, sessions {snap['sessions']}, engine requests "
-            f"{snap['engine_requests']}")
+            f"{snap['engine_requests']}, vocoder {'n/a' if c is None else f'{c:.2f}'} ms/frame")
 
 
 def snapshot_cols(snap: dict | None) -> dict:
     if not snap:
         return {}
-    return {"heap_in_use_mb": rnd(snap["heap_in_use_mb"]), "server_tasks": snap["server_tasks"],
-            "sessions": snap["sessions"], "engine_requests": snap["engine_requests"]}
+    return {"rss_anon_mb": rnd(snap["rss_anon_mb"]), "rss_file_mb": rnd(snap["rss_file_mb"]),
+            "heap_in_use_mb": rnd(snap["heap_in_use_mb"]), "server_tasks": snap["server_tasks"],
+            "sessions": snap["sessions"], "engine_requests": snap["engine_requests"],
+            "vocoder_ms_per_frame": rnd(snap["vocoder_ms_per_frame"], 3)}
 
 
 def rnd(v: float | None, nd: int = 1):
@@ -413,8 +436,10 @@ def main() -> None:
         base = {**env, "voice": voice, "phase": phase, "n": n, "utterances": 0,
                 "ttfa_p50_ms": "", "ttfa_p95_ms": "", "ttfa_p99_ms": "", "underruns": "",
                 "streams_with_underruns": "", "errors": 0, "stayed_open": "",
-                "rss_start_mb": "", "rss_end_mb": "", "rss_max_mb": "", "heap_in_use_mb": "",
-                "server_tasks": "", "sessions": "", "engine_requests": "", "wall_s": ""}
+                "rss_start_mb": "", "rss_end_mb": "", "rss_max_mb": "", "rss_anon_mb": "",
+                "rss_file_mb": "", "heap_in_use_mb": "",
+                "server_tasks": "", "sessions": "", "engine_requests": "",
+                "vocoder_ms_per_frame": "", "wall_s": ""}
         base.update(kw)
         rows.append(base)
         return base

@@ -118,6 +118,7 @@ class _Request:
         self.mel_frames = 0  # frames appended to the mel stream
         self.tail: np.ndarray | None = None  # held samples for the next crossfade
         self.emitted = 0  # samples delivered
+        self.chunks = 0  # chunks delivered
         self.first_audio: float | None = None
         self.timeline: collections.deque = collections.deque()  # (frame, TextChunk|WordTiming)
         self.finished = False
@@ -610,6 +611,7 @@ class Engine:
             if r.first_audio is None:
                 r.first_audio = now
             r.emitted += len(piece)
+            r.chunks += 1
             r.sink.put(chunk)
             self.runner.mels.trim(r.id, r.planner.keep_from - self.runner.trim_margin)
             if win.final:
