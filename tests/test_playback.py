@@ -349,14 +349,25 @@ def test_speak_play_with_output_also_writes_the_wav(tmp_path, monkeypatch, capsy
 
 def test_speak_play_ctrl_c_exits_130_without_traceback(sink, tmp_path):
     env, paced = sink
+    # On a hang, SIGABRT makes faulthandler print every thread's stack: the failure says where.
+    env = {**env, "PYTHONFAULTHANDLER": "1"}
     text = "This is a long text that keeps playing for a while. " * 20
+    # A shell's background job (e.g. a CI step run with '&') ignores SIGINT, and so would
+    # the child: give it the default disposition, as in a terminal, so Python installs its
+    # Ctrl-C handler.
     p = subprocess.Popen(speak_cmd(text, "--play", "--device-out", "fpsink"), cwd=tmp_path,
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert wait_for(lambda: paced.seconds() > 0.3 or p.poll() is not None, 60)
         assert p.poll() is None, p.communicate()[1]
         p.send_signal(signal.SIGINT)
-        _, err = p.communicate(timeout=20)
+        try:
+            _, err = p.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.send_signal(signal.SIGABRT)
+            _, err = p.communicate(timeout=20)
+            pytest.fail(f"no exit 20 s after Ctrl-C; the stacks at SIGABRT:\n{err}")
     finally:
         if p.poll() is None:
             p.kill()
