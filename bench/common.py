@@ -130,3 +130,41 @@ def timed_chunks(engine, source) -> tuple[list[float], list[float]]:
         arrivals.append(time.perf_counter() - t0)
         durations.append(len(chunk.audio) / chunk.sample_rate)
     return arrivals, durations
+
+
+# ---------------------------------------------------------------------------- memory
+
+def rss_mb(pid: int | None = None) -> float | None:
+    """Resident set size of ``pid`` (None: this process) in MB; None if unknown."""
+    try:
+        import psutil
+
+        return psutil.Process(pid).memory_info().rss / 2**20
+    except ImportError:
+        pass
+    except Exception:  # noqa: BLE001 - process gone, no access
+        return None
+    try:
+        with open(f"/proc/{pid or 'self'}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def rss_parts_mb() -> dict[str, float | None]:
+    """This process's RSS split (Linux): anonymous memory (heap, mmapped buffers, JIT code,
+    stacks) and file-backed pages (shared libraries' code and data as it gets touched)."""
+    parts: dict[str, float | None] = {"rss_anon_mb": None, "rss_file_mb": None}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                name, _, rest = line.partition(":")
+                key = {"RssAnon": "rss_anon_mb", "RssFile": "rss_file_mb"}.get(name)
+                if key:
+                    parts[key] = int(rest.split()[0]) / 1024
+    except OSError:
+        pass
+    return parts

@@ -31,24 +31,12 @@ from pathlib import Path
 
 import torch
 
-from bench.common import environment, percentile, write_rows
+from bench.common import environment, percentile, rss_mb, write_rows
 from clients.server import serve_tts
 from engine import Engine
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 TEXT = " ".join((DATA / "sentences.txt").read_text().splitlines())
-
-
-def rss_mb() -> float:
-    """Current resident set size in MB (Linux /proc; 0 elsewhere)."""
-    try:
-        with open("/proc/self/statm") as f:
-            pages = int(f.read().split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0.0
-    import resource
-
-    return pages * resource.getpagesize() / 2**20
 
 
 async def soak(engine: Engine, cycles: int) -> dict:

@@ -47,7 +47,8 @@ from typing import Any, Callable
 
 import torch
 
-from bench.common import PHRASE_128, environment, percentile, playback_underruns, write_rows
+from bench.common import (PHRASE_128, environment, percentile, playback_underruns,
+                          rss_mb, rss_parts_mb, write_rows)
 from engine.memory import release_free_heap
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
@@ -57,42 +58,6 @@ BYTES_PER_SAMPLE = {"pcm_s16le": 2, "pcm_f32le": 4, "mulaw": 1}
 
 
 # ---------------------------------------------------------------------------- RSS
-
-def rss_mb(pid: int | None) -> float | None:
-    """Resident set size of ``pid`` (None: this process) in MB; None if unknown."""
-    try:
-        import psutil
-
-        return psutil.Process(pid).memory_info().rss / 2**20
-    except ImportError:
-        pass
-    except Exception:  # noqa: BLE001 - process gone, no access
-        return None
-    try:
-        with open(f"/proc/{pid or 'self'}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
-def rss_parts_mb() -> dict[str, float | None]:
-    """This process's RSS split (Linux): anonymous memory (heap, mmapped buffers, JIT code,
-    stacks) and file-backed pages (shared libraries' code and data as it gets touched)."""
-    parts: dict[str, float | None] = {"rss_anon_mb": None, "rss_file_mb": None}
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                name, _, rest = line.partition(":")
-                key = {"RssAnon": "rss_anon_mb", "RssFile": "rss_file_mb"}.get(name)
-                if key:
-                    parts[key] = int(rest.split()[0]) / 1024
-    except OSError:
-        pass
-    return parts
-
 
 class RssSampler:
     """Samples the server's RSS every ``interval`` s in a thread: [(monotonic time, MB)]."""

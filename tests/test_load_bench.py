@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from bench import load
+from bench.common import rss_mb, rss_parts_mb
 from engine import Engine
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -29,8 +30,8 @@ def server():
 
 
 def test_rss_parts_add_up_to_rss():
-    parts = load.rss_parts_mb()
-    total = load.rss_mb(None)
+    parts = rss_parts_mb()
+    total = rss_mb()
     assert parts["rss_anon_mb"] > 0 and parts["rss_file_mb"] > 0
     # RssShmem is the rest; it is small for this process.
     assert abs(parts["rss_anon_mb"] + parts["rss_file_mb"] - total) < 0.1 * total

@@ -10,20 +10,13 @@ import numpy as np
 import pytest
 
 import engine.engine as engine_module
+from bench.common import rss_mb
 from engine import Engine, EngineConfig, Voice
 from engine.memory import heap_stats, release_free_heap
 
 DATA = Path(__file__).parent / "data"
 
 glibc = pytest.mark.skipif(heap_stats() is None, reason="needs glibc >= 2.33 (mallinfo2)")
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
 
 
 @glibc
