@@ -27,8 +27,8 @@ from typing import Any, AsyncIterable, Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from .request import AudioChunk, SynthesisOptions, WordTiming
 from .memory import release_free_heap
+from .request import AudioChunk, SynthesisOptions, WordTiming
 from .runner import Runner
 from .scheduler import ChunkPolicy, TextChunk, TextChunker, select_batch
 from .text import SPACE_ID
