@@ -20,7 +20,7 @@ import soundfile as sf
 from clients import client as client_mod
 from clients.client import TTSError, synthesize, synthesize_sync
 from clients.server import TTSServer, serve_tts
-from engine import Engine, EngineConfig
+from engine import Engine
 from engine.audio import float_to_mulaw, float_to_pcm16, mulaw_to_float, pcm16_to_float, resample
 from engine.cli import main as cli_main
 
@@ -59,15 +59,8 @@ class ServerThread:
 
 
 @pytest.fixture(scope="module")
-def engine():
-    # One vocoder window size: the engine shrinks growing windows when a listener falls
-    # behind (a timing-dependent choice that moves the crossfade seams by float rounding).
-    # A fixed plan makes the served audio comparable bit for bit with engine.synthesize,
-    # also on a loaded machine.
-    eng = Engine.load(fastpitch=DATA / "tiny_fastpitch.pt", hifigan=DATA / "tiny_hifigan.pt",
-                      device="cpu", config=EngineConfig(window_sizes=(48,)))
-    yield eng
-    eng.close()
+def engine(served_engine):
+    return served_engine
 
 
 @pytest.fixture(scope="module")

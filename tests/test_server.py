@@ -21,7 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from clients.server import TTSServer, is_loopback, serve_tts
-from engine import Engine, EngineConfig
+from engine import Engine
 from engine.audio import (StreamResampler, float_to_mulaw, float_to_pcm16, mulaw_to_float,
                           mulaw_to_pcm16, pcm16_to_float, pcm16_to_mulaw, resample)
 from engine.cli import main as cli_main
@@ -33,15 +33,8 @@ SHORT = "Hello there, my friend. How are you today?"
 
 
 @pytest.fixture(scope="module")
-def engine():
-    # One vocoder window size: the engine shrinks growing windows when a listener falls
-    # behind (a timing-dependent choice that moves the crossfade seams by float rounding).
-    # A fixed plan makes the served audio comparable bit for bit with engine.synthesize,
-    # also on a loaded machine.
-    eng = Engine.load(fastpitch=DATA / "tiny_fastpitch.pt", hifigan=DATA / "tiny_hifigan.pt",
-                      device="cpu", config=EngineConfig(window_sizes=(48,)))
-    yield eng
-    eng.close()
+def engine(served_engine):
+    return served_engine
 
 
 @pytest.fixture(scope="module")
