@@ -667,6 +667,10 @@ class Trainer:
                  time.perf_counter() - t0)
 
         self.step = 0  # global optimizer steps (across resumes)
+        # Time spent in training steps across resumes: wall seconds, and CPU seconds (wall x
+        # torch threads on the CPU; a GPU run adds wall time only), for WER per CPU-hour.
+        self.train_seconds = 0.0
+        self.cpu_seconds = 0.0
         self.local_warmup = cfg.warmup
         ckpt = None
         if cfg.resume:
@@ -752,6 +756,8 @@ class Trainer:
                         self.cfg.resume)
         setup = ckpt.get("train_setup") or {}
         self.step = int(ckpt.get("iteration", setup.get("iteration", 0)) or 0)
+        self.train_seconds = float(setup.get("train_seconds", 0.0) or 0.0)
+        self.cpu_seconds = float(setup.get("cpu_seconds", 0.0) or 0.0)
         m = self.train.manifest
         if float(self.model.pitch_std[0]) == 0:
             with torch.no_grad():
@@ -768,6 +774,10 @@ class Trainer:
         cfg = dataclasses.asdict(self.cfg)
         m = self.train.manifest
         return voice_train_setup(self.model, iteration=self.step, training=cfg,
+                                 train_seconds=round(self.train_seconds, 1),
+                                 cpu_seconds=round(self.cpu_seconds, 1),
+                                 train_hours=round(self.train_seconds / 3600, 4),
+                                 cpu_hours=round(self.cpu_seconds / 3600, 4),
                                  corpus={"teacher": m.get("teacher"), "text": m.get("text"),
                                          "train_utterances": len(self.train),
                                          "hours": m.get("hours")})
@@ -922,8 +932,13 @@ class Trainer:
                 for idx in self.train.batches(cfg.batch_size, self.rng):
                     if finished():
                         break
+                    t_step = time.perf_counter()
                     batch = self.train.collate(idx).to(self.device)
                     metrics = self.train_step(batch, local)
+                    dt = time.perf_counter() - t_step
+                    self.train_seconds += dt
+                    if self.device.type == "cpu":
+                        self.cpu_seconds += dt * torch.get_num_threads()
                     local += 1
                     window.append(metrics)
                     if not math.isfinite(metrics["loss"]):

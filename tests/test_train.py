@@ -274,6 +274,50 @@ def test_resume_from_fp16_weights_and_from_full_checkpoint(trained, tmp_path):
     assert t3.aligner_fresh and t3.bin_offset == t3.step
 
 
+def test_training_time_is_recorded_and_carried_over(trained, tmp_path):
+    corpus, run, _, _ = trained
+    model, setup = load_fastpitch(run / SHIPPING_NAME)
+    assert setup["train_seconds"] > 0 and setup["cpu_seconds"] >= setup["train_seconds"]
+    assert setup["train_hours"] == pytest.approx(setup["train_seconds"] / 3600, abs=1e-4)
+    t = Trainer(train_cfg(corpus, tmp_path / "r", steps=2, resume=str(run / SHIPPING_NAME),
+                          keep_voices=True, save_every=1))
+    res = t.run()
+    _, setup2 = load_fastpitch(tmp_path / "r" / SHIPPING_NAME)
+    assert setup2["train_seconds"] > setup["train_seconds"]  # resumed, then added to
+    kept = sorted(p.name for p in (tmp_path / "r" / "voices").glob("*.pt"))
+    assert kept == [f"step{res['step'] - 1:06d}.pt", f"step{res['step']:06d}.pt"]
+
+
+def test_amp_on_the_cpu(trained, tmp_path, monkeypatch, caplog):
+    """--amp: bf16 autocast where the CPU has native bf16, fp32 with a clear reason where it
+    has not (and for fp16, which the CPU path does not offer)."""
+    import logging
+
+    import engine.train as train_mod
+
+    corpus, _, _, _ = trained
+    cpu = torch.device("cpu")
+    with caplog.at_level(logging.WARNING, logger="engine.train"):
+        assert not train_mod.amp_supported(cpu, torch.float16)
+    assert "bf16 only" in caplog.text
+    monkeypatch.setattr(train_mod, "cpu_has_bf16", lambda: False)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="engine.train"):
+        t = Trainer(train_cfg(corpus, tmp_path / "fp32", steps=1, amp=True))
+    assert "no native bf16" in caplog.text and "training path: fp32" in caplog.text
+    with t.autocast():
+        assert not torch.is_autocast_enabled("cpu")
+    monkeypatch.setattr(train_mod, "cpu_has_bf16", lambda: True)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="engine.train"):
+        t = Trainer(train_cfg(corpus, tmp_path / "bf16", steps=3, amp=True))
+    assert "training path: bfloat16 autocast on cpu" in caplog.text
+    with t.autocast():
+        assert torch.is_autocast_enabled("cpu")
+    res = t.run()  # runs (emulated where the CPU lacks bf16) with finite losses
+    assert res["step"] == 3 and math.isfinite(res["loss"]) and math.isfinite(res["mel"])
+
+
 def test_small_preset_shipping_size(tmp_path):
     from engine.train import save_shipping, voice_train_setup
 
