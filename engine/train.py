@@ -17,6 +17,10 @@ The recipe follows the FastPitch 1.1 and "One TTS Alignment To Rule Them All" pa
   frames only, normalised with the corpus mean/std, which also go into the model's
   ``pitch_mean``/``pitch_std`` buffers) and per-token log(1 + energy). The decoder is
   teacher-forced with these; the mel loss is a masked MSE.
+* **Resuming a voice without its aligner** (the shipped voice drops it): the aligner is first
+  trained alone on the frozen token embeddings (``--aligner-warmup``, until its mean max
+  attention reaches ``--aligner-target``), so the durations the rest trains on make sense from
+  the first step; binarization then ramps in again.
 * **Optimisation.** LAMB (or AdamW), a short linear warmup to ``--lr`` then inverse-sqrt
   decay, gradient clipping, bf16/fp16 autocast on CUDA (bf16 on CPUs with native bf16) with ``--amp``.
 
@@ -67,6 +71,7 @@ log = logging.getLogger(__name__)
 NEG = -1e4  # finite "minus infinity" for masked keys: -inf gives NaN gradients in CTC (CPU)
 SHIPPING_NAME = "fastpitch_fp16.pt"
 LAST_NAME = "checkpoint_last.pt"
+ALIGNER_WARMUP_LR = 3e-3  # the aligner-only warm-up's learning rate (see Trainer._warm_aligner)
 SHARD_MAX_MIB = 15.0  # pieces stay under the 16 MiB a device call can return per file
 # Buffers that save_fastpitch(half=True) keeps in fp32 (see there).
 FP32_BUFFERS = ("encoder.pos_emb.inv_freq", "decoder.pos_emb.inv_freq", "pitch_mean",
@@ -313,6 +318,25 @@ def train_forward(model: FastPitch, batch: Batch, bin_weight: float,
     tensors = {"hard": hard, "raw_attn": raw_attn, "log_attn": log_attn, "dur_tgt": dur_tgt,
                "mel_out": mel_out}
     return total, metrics, tensors
+
+
+def aligner_forward(model: FastPitch, batch: Batch, prior_scaling: float = 1.0
+                    ) -> tuple[Tensor, dict[str, float]]:
+    """The aligner alone: forward-sum loss of ``model.attention`` against the (frozen) token
+    embeddings -> (loss, metrics). Used to re-learn an aligner for a voice that was shipped
+    without one, so its durations make sense before the rest trains on them."""
+    ids, text_lens, mel_lens = batch.ids, batch.text_lens, batch.mel_lens
+    T, M = ids.size(1), batch.mel.size(2)
+    text_mask = mask_from_lens(text_lens, T)  # (B, T)
+    prior = beta_binomial_prior(text_lens, mel_lens, T, M, prior_scaling)  # (B, M, T)
+    with torch.no_grad():
+        keys = model.encoder.word_emb(ids).transpose(1, 2)  # (B, d, T)
+    _, logprob, raw_attn = aligner_scores(model.attention, batch.mel, keys, text_mask, prior)
+    loss = forward_sum_loss(logprob, text_lens, mel_lens)
+    frame_mask = mask_from_lens(mel_lens, M).float()  # (B, M)
+    attn_max = (raw_attn.max(2).values * frame_mask).sum() / frame_mask.sum().clamp_min(1)
+    return loss, {"attn": float(loss.detach()), "attn_max": float(attn_max),
+                  "frames": float(frame_mask.sum())}
 
 
 # --------------------------------------------------------------------------------------
@@ -568,6 +592,10 @@ class TrainConfig:
     bin_start: int = 1000  # global step at which the binarization loss starts
     bin_warmup: int = 2000  # ... and ramps to full weight over this many steps
     prior_scaling: float = 1.0
+    # Resuming a voice shipped without its aligner: train the aligner alone first, until its
+    # mean max attention reaches aligner_target (or for aligner_warmup steps at most; 0: off).
+    aligner_warmup: int = 3000
+    aligner_target: float = 0.5
     log_every: int = 25
     val_every: int = 500
     val_utts: int = 64
@@ -733,6 +761,10 @@ class Trainer:
                      self.step, self.local_warmup)
         self.rng = random.Random(cfg.seed + self.step)  # a resumed run sees a new order
         self.bin_offset = 0
+        # A trained voice whose aligner is new: warm the aligner up alone before the rest
+        # trains on its durations (see run); then binarization ramps in from there.
+        self.aligner_pending = (ckpt is not None and self.aligner_fresh
+                                and cfg.aligner_warmup > 0)
         if ckpt is not None and self.aligner_fresh:
             # A new aligner must learn again before binarization: restart its schedule.
             self.bin_offset = self.step
@@ -928,6 +960,8 @@ class Trainer:
                     or (deadline is not None and time.perf_counter() >= deadline))
 
         try:
+            if self.aligner_pending:
+                self._warm_aligner(finished)
             while not finished():
                 for idx in self.train.batches(cfg.batch_size, self.rng):
                     if finished():
@@ -970,6 +1004,56 @@ class Trainer:
         log.info("done: %d steps in %.1f s (step %d overall)", local, elapsed, self.step)
         self.log_file.close()
         return {"steps": local, "seconds": elapsed, "step": self.step, **last_metrics}
+
+    def _warm_aligner(self, finished: Any) -> None:
+        """Train only the aligner (forward-sum loss; the rest frozen) until the mean max
+        attention over the last ``log_every`` steps reaches ``aligner_target``, or for
+        ``aligner_warmup`` steps. Then binarization ramps in from the current step."""
+        cfg = self.cfg
+        params = list(self.model.attention.parameters())
+        # AdamW at a fixed 3e-3: on a frozen encoder it left the uniform start ~2x sooner
+        # than LAMB at the main run's peak (synthetic corpus, tests/test_train.py).
+        opt = torch.optim.AdamW(params, lr=ALIGNER_WARMUP_LR, betas=(0.9, 0.98), eps=1e-9)
+        log.info("aligner warm-up: the voice has no aligner; training it alone (up to %d "
+                 "steps, until mean max attention >= %.2f)", cfg.aligner_warmup,
+                 cfg.aligner_target)
+        self.model.train()
+        window: list[dict[str, float]] = []
+        k, t_window = 0, time.perf_counter()
+        while k < cfg.aligner_warmup and not finished():
+            for idx in self.train.batches(cfg.batch_size, self.rng):
+                if k >= cfg.aligner_warmup or finished():
+                    break
+                t0 = time.perf_counter()
+                batch = self.train.collate(idx).to(self.device)
+                for g in opt.param_groups:
+                    g["lr"] = ALIGNER_WARMUP_LR * min(1.0, (k + 1) / 20)
+                loss, m = aligner_forward(self.model, batch, cfg.prior_scaling)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                opt.step()
+                dt = time.perf_counter() - t0
+                self.train_seconds += dt
+                if self.device.type == "cpu":
+                    self.cpu_seconds += dt * torch.get_num_threads()
+                k += 1
+                window.append(m)
+                if k % cfg.log_every == 0:
+                    avg = {key: sum(w[key] for w in window) / len(window) for key in m}
+                    seconds = time.perf_counter() - t_window
+                    log.info("aligner warm-up %d: forward-sum %.3f max-prob %.3f | %.2f s/step",
+                             k, avg["attn"], avg["attn_max"], seconds / len(window))
+                    self._write_log("aligner", {**avg, "warmup_step": k})
+                    done = avg["attn_max"] >= cfg.aligner_target
+                    window, t_window = [], time.perf_counter()
+                    if done:
+                        k = cfg.aligner_warmup  # reached the target
+                        break
+        self.aligner_pending = False
+        # Binarization starts now and ramps over bin_warmup steps.
+        self.bin_offset = self.step - cfg.bin_start
+        log.info("aligner warm-up done; binarization ramps in from step %d", self.step)
 
     def _log_window(self, window: list[dict[str, float]], seconds: float) -> dict[str, Any]:
         keys = window[-1].keys()
@@ -1031,6 +1115,13 @@ def add_cli(sub: Any) -> None:
     p.add_argument("--bin-start", type=int, default=d.bin_start,
                    help=f"step at which the binarization loss starts ({d.bin_start})")
     p.add_argument("--bin-warmup", type=int, default=d.bin_warmup)
+    p.add_argument("--aligner-warmup", type=int, default=d.aligner_warmup, metavar="N",
+                   help="resuming a voice without its aligner (e.g. the shipped one): train "
+                        f"the aligner alone first, at most N steps (default {d.aligner_warmup};"
+                        " 0: off) ...")
+    p.add_argument("--aligner-target", type=float, default=d.aligner_target,
+                   help=f"... until its mean max attention reaches this (default "
+                        f"{d.aligner_target})")
     p.add_argument("--log-every", type=int, default=d.log_every)
     p.add_argument("--val-every", type=int, default=d.val_every)
     p.add_argument("--val-utts", type=int, default=d.val_utts)

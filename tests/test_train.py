@@ -270,8 +270,38 @@ def test_resume_from_fp16_weights_and_from_full_checkpoint(trained, tmp_path):
     from engine.weights import save_fastpitch
 
     save_fastpitch(model, tmp_path / "noalign.pt", setup, half=True, include_aligner=False)
-    t3 = Trainer(train_cfg(corpus, tmp_path / "c", steps=1, resume=str(tmp_path / "noalign.pt")))
-    assert t3.aligner_fresh and t3.bin_offset == t3.step
+    t3 = Trainer(train_cfg(corpus, tmp_path / "c", steps=1, resume=str(tmp_path / "noalign.pt"),
+                           aligner_warmup=0))
+    assert t3.aligner_fresh and t3.bin_offset == t3.step and not t3.aligner_pending
+
+
+def test_aligner_warmup_trains_only_the_aligner(trained, tmp_path):
+    """A voice shipped without its aligner resumes with the aligner trained alone first: its
+    forward-sum loss falls, every other weight stays as shipped, binarization ramps in anew."""
+    corpus, run, _, _ = trained
+    model, setup = load_fastpitch(run / SHIPPING_NAME)
+    from engine.weights import save_fastpitch
+
+    save_fastpitch(model, tmp_path / "noalign.pt", setup, half=True, include_aligner=False)
+    t = Trainer(train_cfg(corpus, tmp_path / "w", steps=1, resume=str(tmp_path / "noalign.pt"),
+                          aligner_warmup=60, aligner_target=0.99, log_every=10))
+    assert t.aligner_pending
+    before = {k: v.clone() for k, v in t.model.state_dict().items()}
+    t._warm_aligner(lambda: False)
+    after = t.model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("attention.") for k in changed)
+    records = [json.loads(line) for line in (tmp_path / "w" / "train_log.jsonl").open()]
+    warm = [r for r in records if r["kind"] == "aligner"]
+    assert [r["warmup_step"] for r in warm] == [10, 20, 30, 40, 50, 60]
+    assert warm[-1]["attn"] < warm[0]["attn"] - 0.1
+    assert warm[-1]["attn_max"] > warm[0]["attn_max"] + 0.1
+    # binarization ramps in again from its first step
+    assert bin_loss_weight(t.step - t.bin_offset, t.cfg.bin_start, t.cfg.bin_warmup) == \
+        pytest.approx(1 / t.cfg.bin_warmup)
+    assert not t.aligner_pending
+    res = t.run()  # then trains on as usual
+    assert res["step"] == t.step == 41 and math.isfinite(res["loss"])
 
 
 def test_training_time_is_recorded_and_carried_over(trained, tmp_path):
