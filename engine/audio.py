@@ -2,7 +2,7 @@
 
 Everything that turns audio into spectra (the denoiser, training features) or float audio
 into integer PCM goes through here, so there is exactly one implementation of each.
-Conventions are NVIDIA's (checkpoint_format.md sections 8 and 9): periodic Hann window,
+Conventions are NVIDIA's (its STFT and mel code): periodic Hann window,
 reflect padding, natural-log mel of the STFT magnitude clamped at 1e-5, Slaney mel scale and
 area normalisation (librosa's defaults).
 """

@@ -161,8 +161,8 @@ class AudioConfig(_DictConfig):
     max_wav_value: float = 32768.0
 
 
-# Named presets. "nvidia" = the hub defaults; "small" = the shipped-voice size measured in
-# ../VOICE-NOTES (11.7 M params); "tiny" = random-weight voice for the test suite.
+# Named presets. "nvidia" = the hub defaults; "small" = the shipped default voice
+# (11.7 M params with the aligner); "tiny" = random-weight voice for the test suite.
 FASTPITCH_PRESETS: dict[str, FastPitchConfig] = {
     "nvidia": FastPitchConfig(),
     "small": FastPitchConfig(

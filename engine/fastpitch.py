@@ -5,7 +5,7 @@ Text ids -> encoder (FFT stack) -> duration / pitch / energy predictors -> lengt
 
 Module and parameter names equal NVIDIA's, so a hub checkpoint's ``state_dict`` loads
 strictly (after removing any ``module.`` prefix; see :mod:`engine.weights`). The numerics
-follow ../shared/reference/checkpoint_format.md section 4, including the places where
+follow NVIDIA's FastPitch code, including the places where
 padded positions are *not* masked, so batched outputs equal NVIDIA's padded computation.
 """
 

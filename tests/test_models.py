@@ -114,6 +114,6 @@ def test_config_round_trip_and_presets():
         assert HiFiGANConfig.from_dict(cfg.to_dict()) == cfg
     small = FastPitch(FASTPITCH_PRESETS["small"])
     n = sum(p.numel() for n_, p in small.named_parameters() if not n_.startswith("attention."))
-    assert 11e6 < n < 12.5e6  # the shipped-voice size (~11.7 M, VOICE-NOTES)
+    assert 11e6 < n < 12.5e6  # the shipped-voice size (~11.7 M with the aligner)
     with pytest.raises(ValueError, match="resblock"):
         HiFiGANConfig(resblock="2")

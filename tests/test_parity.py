@@ -1,6 +1,6 @@
 """Parity with NVIDIA's torch.hub FastPitch / HiFi-GAN / denoiser on the reference vectors.
 
-The vectors (tests/data/reference, copied from ../shared/reference/public) were produced by
+The vectors (tests/data/reference) were produced by
 running NVIDIA's own code on small random-weight checkpoints in the hub's layout.
 Tolerance: integers exact; float32 tensors max |a - b| <= 1e-4 (the reference README's
 acceptance rule; NVIDIA's own float64 run deviates <= 2.4e-6), and we also report rel error.

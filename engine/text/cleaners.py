@@ -1,6 +1,6 @@
 """``english_cleaners_v2``: NVIDIA's text normalisation, applied to one whitespace-free chunk.
 
-The steps and their order follow ``checkpoint_format.md`` section 10 (the ground truth is the
+The steps and their order follow NVIDIA's text pipeline (the ground truth is the
 reference vectors in ``tests/data/text_vectors.json``):
 
 1. transliteration to ASCII (:mod:`engine.text.unidecoder`);

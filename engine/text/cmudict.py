@@ -4,7 +4,7 @@ Two dictionary sources are supported:
 
 * :meth:`CMUDict.from_file` reads NVIDIA's format, e.g. ``cmudict-0.7b_nv22.08`` from NeMo,
   which the torch.hub example downloads and the reference vectors were made with. Rules
-  (``checkpoint_format.md`` section 10): the file is latin-1; only lines starting with A-Z or
+  (NVIDIA's reader): the file is latin-1; only lines starting with A-Z or
   an apostrophe are used; headword and pronunciation are separated by two spaces; "(1)",
   "(2)"... markers are removed from headwords; all pronunciations are kept in file order;
   a pronunciation containing any symbol outside the 84 valid ARPAbet symbols is discarded.

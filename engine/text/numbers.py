@@ -2,7 +2,7 @@
 
 All number words come from :mod:`inflect` (NVIDIA leaves it unpinned; the reference vectors
 were made with inflect 7.6.0). The rules, and where inflect's hyphens and commas are kept or
-removed, follow ``checkpoint_format.md`` section 10 and the reference vectors exactly.
+removed, follow NVIDIA's text pipeline and the reference vectors exactly.
 
 Beyond the reference: inflect cannot name numbers of 10**36 and above (it raises) and Python
 refuses ``int()`` on very long digit strings, so such numbers are read digit by digit

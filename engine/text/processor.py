@@ -1,6 +1,6 @@
 """Text to symbol ids, compatible with NVIDIA's torch.hub ``nvidia_textprocessing_utils``.
 
-Pipeline of :meth:`TextProcessor.encode_text` (``checkpoint_format.md`` section 10):
+Pipeline of :meth:`TextProcessor.encode_text` (NVIDIA's, step by step):
 
 1. currency pre-pass on the raw string ("$5.50" -> "five dollars, fifty cents");
 2. the text is cut into chunks: ``{...}`` groups (ARPAbet typed by the user, left alone) and

@@ -1,6 +1,6 @@
 """NVIDIA's ``english_basic`` symbol set (148 symbols; the id of a symbol is its position).
 
-Layout (see ``checkpoint_format.md`` section 10):
+Layout (NVIDIA's ``english_basic``; ``tests/data/text_vectors.json`` checks the ids):
 
 * 0      ``_`` (padding)
 * 1      ``-``

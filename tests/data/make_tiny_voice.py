@@ -36,7 +36,7 @@ def make(out_dir: Path = HERE) -> tuple[Path, Path]:
         # Predicted durations of a few frames per token: exp(1.6) - 1 ≈ 4.
         fp.duration_predictor.fc.weight.mul_(0.05)
         fp.duration_predictor.fc.bias.fill_(1.6)
-        fp.pitch_mean.fill_(203.1)  # the hibari teacher's voiced pitch (VOICE-NOTES)
+        fp.pitch_mean.fill_(203.1)  # the hibari teacher's voiced pitch (measured)
         fp.pitch_std.fill_(33.8)
     fp_path = out_dir / "tiny_fastpitch.pt"
     save_fastpitch(fp, fp_path, {**AUDIO_SETUP, **TEXT_SETUP,
