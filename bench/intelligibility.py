@@ -304,7 +304,8 @@ def evaluate(name: str, speak: Callable[[str], np.ndarray], sentences: Sequence[
         t1 = time.perf_counter()
         hyp = asr(audio) if audio.size else ""
         t2 = time.perf_counter()
-        synth_s, asr_s, audio_s = synth_s + t1 - t0, asr_s + t2 - t1, audio_s + audio.size / WHISPER_RATE
+        synth_s, asr_s = synth_s + t1 - t0, asr_s + t2 - t1
+        audio_s += audio.size / WHISPER_RATE
         if mos is not None and audio.size:
             for key, v in mos(audio).items():
                 mos_sum[key] = mos_sum.get(key, 0.0) + v

@@ -19,18 +19,21 @@ from bench.common import RESULTS
 
 
 def load_curve(path: Path, label: str) -> tuple[dict[str, list[dict[str, str]]], dict[str, float]]:
-    """{list: student rows sorted by step} and {list: newest teacher WER}."""
+    """{"list (N)": student rows sorted by step} and {"list (N)": newest teacher WER}."""
     if not path.exists():
         raise ValueError(f"{path}: no results yet; run python -m bench.intelligibility first")
     rows = list(csv.DictReader(open(path, newline="", encoding="utf-8")))
+    # Curves per list and sentence count ("assistant (30)"): WERs on other subsets of a list
+    # are not comparable.
     curves: dict[str, dict[int, dict[str, str]]] = {}
     teacher: dict[str, float] = {}
     for r in rows:
+        name = f"{r.get('list')} ({r.get('sentences')})"
         if r.get("system") == "student" and r.get("voice") == label and r.get("step") \
                 and r.get("cpu_hours"):
-            curves.setdefault(r["list"], {})[int(r["step"])] = r  # the newest wins
+            curves.setdefault(name, {})[int(r["step"])] = r  # the newest wins
         elif r.get("system") == "teacher":
-            teacher[r["list"]] = float(r["wer"])
+            teacher[name] = float(r["wer"])
     return ({k: [v[s] for s in sorted(v)] for k, v in curves.items()}, teacher)
 
 
@@ -48,11 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     if not curves:
         ap.exit(2, f"bench.voice_curve: error: no student rows labelled {args.label!r} with "
                    "training hours in the CSV\n")
-    print(f"{'list':<14} {'step':>6} {'train h':>8} {'CPU-h':>6} {'WER %':>6} {'teacher %':>9} "
-          f"{'OVRL':>5}")
+    print(f"{'list (sentences)':<20} {'step':>6} {'train h':>8} {'CPU-h':>6} {'WER %':>6} "
+          f"{'teacher %':>9} {'OVRL':>5}")
     for name, rows in sorted(curves.items()):
         for r in rows:
-            print(f"{name:<14} {int(r['step']):6d} {float(r['train_hours']):8.2f} "
+            print(f"{name:<20} {int(r['step']):6d} {float(r['train_hours']):8.2f} "
                   f"{float(r['cpu_hours']):6.2f} {float(r['wer']):6.2f} "
                   f"{teacher.get(name, float('nan')):9.2f} {r.get('ovrl') or '-':>5}")
     try:

@@ -22,7 +22,8 @@ The recipe follows the FastPitch 1.1 and "One TTS Alignment To Rule Them All" pa
   attention reaches ``--aligner-target``), so the durations the rest trains on make sense from
   the first step; binarization then ramps in again.
 * **Optimisation.** LAMB (or AdamW), a short linear warmup to ``--lr`` then inverse-sqrt
-  decay, gradient clipping, bf16/fp16 autocast on CUDA (bf16 on CPUs with native bf16) with ``--amp``.
+  decay, gradient clipping, bf16/fp16 autocast on CUDA (bf16 on CPUs with native bf16) with
+  ``--amp``.
 
 Every ``--log-every`` steps the log shows the losses and the alignment health: forward-sum
 loss and the mean over frames of the maximum attention probability *without* the prior
