@@ -297,6 +297,7 @@ def evaluate(name: str, speak: Callable[[str], np.ndarray], sentences: Sequence[
     synth_s = asr_s = audio_s = 0.0
     per: list[tuple[float, str, str]] = []
     mos_sum: dict[str, float] = {}
+    rated = 0
     t_start = time.perf_counter()
     for k, text in enumerate(sentences, 1):
         t0 = time.perf_counter()
@@ -309,6 +310,7 @@ def evaluate(name: str, speak: Callable[[str], np.ndarray], sentences: Sequence[
         if mos is not None and audio.size:
             for key, v in mos(audio).items():
                 mos_sum[key] = mos_sum.get(key, 0.0) + v
+            rated += 1
         e = word_errors(normalize(text), normalize(hyp))
         total = total + e
         per.append((e.wer, text, hyp))
@@ -322,7 +324,7 @@ def evaluate(name: str, speak: Callable[[str], np.ndarray], sentences: Sequence[
     if progress and not verbose:
         print(file=sys.stderr)
     per.sort(key=lambda x: -x[0])
-    mean_mos = {k: v / len(sentences) for k, v in mos_sum.items()} if mos_sum else None
+    mean_mos = {k: v / rated for k, v in mos_sum.items()} if rated else None
     return SystemResult(name, total, len(sentences), audio_s, synth_s, asr_s, per[:3], mean_mos)
 
 
