@@ -16,6 +16,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 from bench.common import environment, summarize, write_rows
 
@@ -90,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for r in results:
         s = summarize(r["rates"])
-        rows.append({**env, "resume": args.resume, "steps": args.steps, "path": r["path"],
+        rows.append({**env, "resume": Path(args.resume).name, "steps": args.steps,
+                     "path": r["path"],
                      "threads": r["threads"], "frames_per_s_median": round(s["median"]),
                      "frames_per_s_min": round(s["min"]), "frames_per_s_max": round(s["max"]),
                      "speedup_vs_first": round(s["median"] / base, 3),

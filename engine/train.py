@@ -807,8 +807,8 @@ class Trainer:
         cfg = dataclasses.asdict(self.cfg)
         m = self.train.manifest
         return voice_train_setup(self.model, iteration=self.step, training=cfg,
-                                 train_seconds=round(self.train_seconds, 1),
-                                 cpu_seconds=round(self.cpu_seconds, 1),
+                                 train_seconds=round(self.train_seconds, 3),
+                                 cpu_seconds=round(self.cpu_seconds, 3),
                                  train_hours=round(self.train_seconds / 3600, 4),
                                  cpu_hours=round(self.cpu_seconds / 3600, 4),
                                  corpus={"teacher": m.get("teacher"), "text": m.get("text"),

@@ -3,6 +3,7 @@ engine loop trims on its interval (and never when told 0)."""
 
 from __future__ import annotations
 
+import gc
 import time
 from pathlib import Path
 
@@ -21,14 +22,23 @@ glibc = pytest.mark.skipif(heap_stats() is None, reason="needs glibc >= 2.33 (ma
 
 @glibc
 def test_heap_stats_follow_live_allocations():
-    before = heap_stats()
-    # 4,000 x 32 KB blocks: under the mmap threshold, so they live in the arenas.
-    blocks = [np.ones(8192, np.float32) for _ in range(4000)]  # 125 MB
-    held = heap_stats()
-    assert held.in_use - before.in_use > 100 * 2**20
-    del blocks
-    after = heap_stats()
-    assert after.in_use - before.in_use < 20 * 2**20
+    # The stats cover every thread's arena: threads left by earlier tests (engine loops
+    # closing, ASR/ONNX pools) may free memory meanwhile, so settle first and allow retries.
+    grew = []
+    for _ in range(3):
+        gc.collect()
+        time.sleep(0.2)
+        before = heap_stats()
+        # 4,000 x 32 KB blocks: under the mmap threshold, so they live in the arenas.
+        blocks = [np.ones(8192, np.float32) for _ in range(4000)]  # 125 MB
+        held = heap_stats()
+        grew.append(held.in_use - before.in_use)
+        del blocks
+        after = heap_stats()
+        if grew[-1] > 100 * 2**20 and after.in_use - before.in_use < 20 * 2**20:
+            break
+    else:
+        pytest.fail(f"heap in use grew by {[g >> 20 for g in grew]} MB for 125 MB of blocks")
 
 
 @glibc
