@@ -31,7 +31,9 @@ def _math_dtype(model_math: str):
         return torch.float32
     if model_math == "fp16":
         return torch.float16
-    raise ValueError(f"model_math must be 'fp32' or 'fp16', got {model_math!r}")
+    from engine.errors import InputError
+
+    raise InputError(f"model_math must be 'fp32' or 'fp16', got {model_math!r}")
 
 
 def nvidia_fastpitch(pretrained: bool = True, checkpoint: str | None = None,
@@ -51,8 +53,8 @@ def nvidia_fastpitch(pretrained: bool = True, checkpoint: str | None = None,
     import torch
 
     from engine.config import FastPitchConfig
-    from engine.fastpitch import FastPitch
-    from engine.weights import load_fastpitch
+    from engine.models.fastpitch import FastPitch
+    from engine.models.weights import load_fastpitch
 
     kwargs.pop("force_reload", None)
     dtype = _math_dtype(model_math)
@@ -69,7 +71,7 @@ def nvidia_fastpitch(pretrained: bool = True, checkpoint: str | None = None,
     if checkpoint is None:
         # NVIDIA's entry downloads its LJSpeech voice here; nothing can be downloaded, so the
         # voice shipped with this package stands in, and the caller is told which one it is.
-        from engine.weights import default_fastpitch_path
+        from engine.models.weights import default_fastpitch_path
 
         checkpoint = default_fastpitch_path()
         model, setup = load_fastpitch(checkpoint, device="cpu")
@@ -98,8 +100,8 @@ def nvidia_hifigan(pretrained: bool = True, checkpoint: str | None = None,
         model_math: 'fp32' or 'fp16'.
     """
     from engine.config import HiFiGANConfig
-    from engine.hifigan import Generator
-    from engine.weights import load_hifigan
+    from engine.models.hifigan import Generator
+    from engine.models.weights import load_hifigan
 
     kwargs.pop("force_reload", None)
     dtype = _math_dtype(model_math)

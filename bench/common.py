@@ -19,7 +19,8 @@ RESULTS = HERE / "results"
 PHRASE_128 = (HERE / "data" / "benchmark_phrase_128.txt").read_text().strip()
 
 # Durations that make speech of a realistic length from random weights: ~7 frames per token
-# (LJSpeech averages ~6-8), i.e. the 128-char phrase becomes ~8 s of audio.
+# (LJSpeech averages ~6-8). The 128-char phrase then gives 9.9 s of audio (its pauses
+# included); the trained default voice says it in about 7 s.
 BENCH_FRAMES_PER_TOKEN = 7.0
 
 
@@ -90,7 +91,7 @@ def bench_fastpitch(preset: str = "nvidia"):
     import math
 
     from engine.config import FASTPITCH_PRESETS
-    from engine.fastpitch import FastPitch
+    from engine.models.fastpitch import FastPitch
 
     torch.manual_seed(0)
     fp = FastPitch(FASTPITCH_PRESETS[preset]).eval()
@@ -100,6 +101,18 @@ def bench_fastpitch(preset: str = "nvidia"):
     setup = {"sampling_rate": 22050, "hop_length": 256, "win_length": 1024,
              "max_wav_value": 32768.0, "p_arpabet": 1.0}
     return fp, setup
+
+
+def bench_voice(preset: str, hifigan: str | None, device: torch.device):
+    """A :class:`Voice` of :func:`bench_fastpitch` (random weights of ``preset``'s size) and
+    the given HiFi-GAN (None: the default one), for timing without a trained voice."""
+    from engine.models.voice import Voice
+    from engine.models.weights import load_hifigan
+    from engine.text import get_text_processor
+
+    fp, setup = bench_fastpitch(preset)
+    gen, hg_setup, den = load_hifigan(hifigan, device=device)
+    return Voice(fp.to(device), gen, den, get_text_processor(), setup, hg_setup)
 
 
 def playback_underruns(arrivals: Sequence[float], durations: Sequence[float],

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from engine import Engine
-    from engine.corpus import TEACHER_RATE, load_manifest, load_utterance, utterance_seed
+    from engine.training.corpus import TEACHER_RATE, load_manifest, load_utterance, utterance_seed
 
     try:
         manifest = load_manifest(args.corpus)

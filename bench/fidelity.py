@@ -24,7 +24,7 @@ PLANS = [(12, 24, 48, 96, 192), (8,), (16, 32), (64, 128)]
 
 def seam_positions(n_frames: int, sizes: tuple[int, ...], ctx: tuple[int, int], hop: int) -> list[int]:
     """Sample offsets where one window's delivered audio meets the next one's."""
-    from engine.windows import WindowPlanner
+    from engine.runtime.windows import WindowPlanner
 
     p = WindowPlanner(ctx[0], ctx[1], overlap=1, sizes=sizes)
     p.add_frames(n_frames)

@@ -35,8 +35,8 @@ MODES = {
 def build_engine(mode: str, device: torch.device, preset: str, hifigan: str | None):
     from engine import Engine, EngineConfig
     from engine.text import get_text_processor
-    from engine.voice import Voice
-    from engine.weights import load_hifigan
+    from engine.models.voice import Voice
+    from engine.models.weights import load_hifigan
 
     static, graphs, kernels = MODES[mode]
     fp, setup = bench_fastpitch(preset)

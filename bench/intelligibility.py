@@ -220,7 +220,7 @@ def student_system(fastpitch: str, hifigan: str | None, device: str
     ``speak(text, streamed=True)`` feeds the text word by word (as an LLM would) to
     :meth:`engine.Engine.stream` and joins the chunks."""
     from engine import Engine
-    from engine.audio import resample
+    from engine.pcm import resample
 
     engine = Engine.load(fastpitch=fastpitch, hifigan=hifigan, device=device)
 
@@ -249,10 +249,12 @@ def teacher_system(revocode: bool = False, hifigan: str | None = None
         raise ValueError("the teacher line needs hibari-tts: pip install -e '.[train]'") from None
     import torch
 
-    from engine.audio import mel_spectrogram, resample
+    from engine.audio import mel_spectrogram
+
+    from engine.pcm import resample
     from engine.config import AudioConfig
-    from engine.corpus import TEACHER_RATE, utterance_seed
-    from engine.weights import load_hifigan
+    from engine.training.corpus import TEACHER_RATE, utterance_seed
+    from engine.models.weights import load_hifigan
 
     tts = Hibari()
     if not revocode:
@@ -332,7 +334,7 @@ def voice_info(path: str | None) -> dict[str, Any]:
     """Step and training hours recorded in a voice file (empty where it has none)."""
     if not path:
         return {}
-    from engine.weights import read_checkpoint
+    from engine.models.weights import read_checkpoint
 
     try:
         setup = read_checkpoint(Path(path)).get("train_setup") or {}

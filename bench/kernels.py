@@ -48,7 +48,7 @@ class Case:
 
 
 def _lr_case(device: torch.device, dtype: torch.dtype) -> Case:
-    from engine.fastpitch import regulate_len
+    from engine.models.fastpitch import regulate_len
     from kernels import length_regulator as klr
 
     b, t_text, c, max_len = 8, 200, 384, 2048  # ~7 frames/token, a 2048-frame bucket
@@ -85,7 +85,7 @@ def _conv_case(device: torch.device, dtype: torch.dtype, c: int, t: int, k: int,
 
 
 def _resblock_case(device: torch.device, dtype: torch.dtype, c: int, t: int, k: int) -> Case:
-    from engine.hifigan import ResBlock1
+    from engine.models.hifigan import ResBlock1
     from kernels import resblock as krb
 
     b = 4
@@ -102,7 +102,7 @@ def _resblock_case(device: torch.device, dtype: torch.dtype, c: int, t: int, k: 
 
 
 def _ffn_case(device: torch.device, dtype: torch.dtype) -> Case:
-    from engine.fastpitch import PositionwiseConvFF
+    from engine.models.fastpitch import PositionwiseConvFF
     from kernels import ffn as kffn
 
     b, t, d, di, k = 8, 400, 384, 1536, 3  # the NVIDIA FastPitch decoder's FF at 400 frames

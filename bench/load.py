@@ -24,7 +24,7 @@ loopback in the main event loop.
   tasks, open sessions, engine requests, and the C heap in use (glibc ``mallinfo2``: live
   allocations, without the freed memory the allocator may still hold, which RSS includes).
   Start and end are taken with no session open, after ``gc.collect()`` and ``malloc_trim``
-  (engine.memory), so they compare live memory. ``--trim-interval 0`` turns off the engine's
+  (engine.runtime.memory), so they compare live memory. ``--trim-interval 0`` turns off the engine's
   periodic ``malloc_trim`` to see what RSS does without it.
 
 RSS is the server's: this process when in-process (psutil if installed, else
@@ -49,7 +49,7 @@ import torch
 
 from bench.common import (PHRASE_128, environment, percentile, playback_underruns,
                           rss_mb, rss_parts_mb, write_rows)
-from engine.memory import release_free_heap
+from engine.runtime.memory import release_free_heap
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 WORDS = re.findall(r"\S+\s*", PHRASE_128)
@@ -140,7 +140,7 @@ class InProcessServer:
         """Leak indicators, read inside the server's loop: its asyncio tasks, open sessions,
         engine requests; plus the C heap in use (glibc), which unlike RSS excludes freed
         memory the allocator still holds."""
-        from engine.memory import heap_stats
+        from engine.runtime.memory import heap_stats
 
         async def read() -> dict:
             c = self.engine.runner.vocoder_s_per_frame  # measured cost, an EMA

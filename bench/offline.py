@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     from engine.text import get_text_processor
-    from engine.weights import load_fastpitch, load_hifigan, resolve_device
+    from engine.models.weights import load_fastpitch, load_hifigan, resolve_device
 
     device = resolve_device(args.device)
     if args.fastpitch:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from engine.fastpitch import PitchShift, pitch_transform
-from engine.weights import load_fastpitch, load_hifigan
+from engine.models.pitch_transform import PitchShift, pitch_transform
+from engine.models.weights import load_fastpitch, load_hifigan
 
 REF = Path(__file__).resolve().parents[1] / "tests" / "data" / "reference"
 

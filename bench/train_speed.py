@@ -25,14 +25,14 @@ def run_path(corpus: str, resume: str, steps: int, amp: bool, threads: int,
              train_limit: int | None) -> dict:
     import torch
 
-    from engine.train import TrainConfig, Trainer
+    from engine.training.trainer import TrainConfig, Trainer
 
     with tempfile.TemporaryDirectory() as out:
         cfg = TrainConfig(corpus=corpus, out=out, resume=resume, steps=steps, amp=amp,
                           threads=threads, val_every=0, save_every=0, samples=0, val_utts=0,
                           log_every=10 ** 9, train_limit=train_limit)
         t = Trainer(cfg)
-        if amp and t.autocast is None:
+        if amp and not t.amp_on:
             raise ValueError("bf16 autocast is not available on this CPU")
         rates, losses = [], {}
         for k, idx in enumerate(t.train.batches(cfg.batch_size, t.rng)):

@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from bench.common import (PHRASE_128, bench_fastpitch, environment, percentile,
+from bench.common import (PHRASE_128, bench_voice, environment, percentile,
                           playback_underruns, summarize, write_rows)
 
 
@@ -85,17 +85,12 @@ def cancel_latency(engine, text: str) -> tuple[float, int]:
 
 def load_engine(args):
     from engine import Engine, EngineConfig
-    from engine.voice import Voice
-    from engine.weights import load_hifigan, resolve_device
+    from engine.models.weights import resolve_device
 
     device = resolve_device(args.device)
     if args.fastpitch:
         return Engine.load(args.fastpitch, args.hifigan, device=str(device)), args.fastpitch
-    fp, setup = bench_fastpitch(args.preset)
-    gen, hg_setup, den = load_hifigan(args.hifigan, device=device)
-    from engine.text import get_text_processor
-
-    voice = Voice(fp.to(device), gen, den, get_text_processor(), setup, hg_setup)
+    voice = bench_voice(args.preset, args.hifigan, device)
     return Engine(voice, EngineConfig()), f"{args.preset}-size random weights"
 
 

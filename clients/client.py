@@ -37,14 +37,16 @@ import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-from engine.audio import mulaw_to_float, pcm16_to_float
-from engine.request import WordTiming
+from engine.errors import InputError
+from engine.pcm import decode
+from engine.runtime.request import WordTiming
+
+from .cli_common import read_text, save_wav
+from .protocol import DEFAULT_ENCODING, DEFAULT_URL, ENCODINGS, OPTION_FIELDS, words_from_json
 
 log = logging.getLogger(__name__)
 
-DEFAULT_URL = "ws://127.0.0.1:8765/v1/tts"
-ENCODINGS = ("pcm_s16le", "pcm_f32le", "mulaw")
-_OPTIONS = {"pace", "pitch_shift", "speaker", "denoise", "voice"}
+_OPTIONS = {*OPTION_FIELDS, "voice"}  # keyword options of synthesize(): the start fields
 _END_OF_DELTAS = object()
 _MAX_FRAME_CHARS = 8000
 
@@ -98,13 +100,7 @@ class SynthesisStats:
 
 def decode_audio(data: bytes, encoding: str) -> np.ndarray:
     """One binary frame -> float32 samples."""
-    if encoding == "pcm_s16le":
-        return pcm16_to_float(data)
-    if encoding == "pcm_f32le":
-        return np.frombuffer(data, dtype="<f4").astype(np.float32)
-    if encoding == "mulaw":
-        return mulaw_to_float(data)
-    raise ValueError(f"unknown encoding {encoding!r}; known: {list(ENCODINGS)}")
+    return decode(data, encoding)
 
 
 class Synthesis:
@@ -116,16 +112,16 @@ class Synthesis:
                  sample_rate: int | None = None, encoding: str = "pcm_s16le",
                  token: str | None = None, open_timeout: float = 10.0, **options: Any):
         if not isinstance(url, str) or not url.startswith(("ws://", "wss://")):
-            raise ValueError(f"url must be a ws:// or wss:// URL, got {url!r}")
+            raise InputError(f"url must be a ws:// or wss:// URL, got {url!r}")
         if encoding not in ENCODINGS:
-            raise ValueError(f"encoding must be one of {list(ENCODINGS)}, got {encoding!r}")
+            raise InputError(f"encoding must be one of {list(ENCODINGS)}, got {encoding!r}")
         if isinstance(text, (bytes, bytearray)) or not isinstance(
                 text, (str, Iterable, AsyncIterable)):
-            raise ValueError("text must be a str or an (async) iterable of str, got "
+            raise InputError("text must be a str or an (async) iterable of str, got "
                              f"{type(text).__name__}")
         unknown = sorted(set(options) - _OPTIONS)
         if unknown:
-            raise ValueError(f"unknown option(s) {unknown}; known: {sorted(_OPTIONS)}")
+            raise InputError(f"unknown option(s) {unknown}; known: {sorted(_OPTIONS)}")
         self.url = url
         self.text = text
         self.token = token
@@ -172,7 +168,7 @@ class Synthesis:
             raise TTSError(code, f"HTTP {status} from {self.url}: "
                                  f"{e.response.body.decode(errors='replace').strip()}") from None
         except InvalidURI as e:
-            raise ValueError(f"bad server URL {self.url!r}: {e}") from None
+            raise InputError(f"bad server URL {self.url!r}: {e}") from None
         except InvalidHandshake as e:  # e.g. not a websocket server at all
             raise TTSError("handshake", f"no websocket at {self.url}: {e}") from None
         self._t_connect = time.perf_counter() - t0
@@ -207,7 +203,7 @@ class Synthesis:
 
     async def _send_delta(self, d: Any) -> None:
         if not isinstance(d, str):
-            raise ValueError(f"text deltas must be str, got {type(d).__name__}")
+            raise InputError(f"text deltas must be str, got {type(d).__name__}")
         assert self._conn is not None
         # Long text goes as several messages, each well under the server's frame limit
         # (64 KiB by default; JSON escapes make a character at most 6 bytes).
@@ -313,8 +309,7 @@ class Synthesis:
             self._t_first_audio = now
         self._samples += len(audio)
         self._chunks += 1
-        words = tuple(WordTiming(w["word"], float(w["start"]), float(w["end"]))
-                      for w in meta.get("words", ()))
+        words = words_from_json(meta.get("words", ()))
         assert self._t_text is not None
         return ClientChunk(audio, self.sample_rate, int(meta["offset"]), meta.get("text", ""),
                            words, now - self._t_text)
@@ -370,7 +365,7 @@ class SyncSynthesis:
             await self._put(("end", None))
         except asyncio.CancelledError:
             pass  # close() was called
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer's thread
+        except Exception as e:  # noqa: BLE001 - handed to the consumer's thread
             await self._put(("error", e))
 
     async def _put(self, item: tuple[str, Any]) -> None:
@@ -444,7 +439,7 @@ def add_client_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sample-rate", type=int, metavar="HZ",
                    help="output rate: the voice's native rate (default), 8000, 16000, 24000, "
                         "44100 or 48000")
-    p.add_argument("--encoding", default="pcm_s16le", choices=ENCODINGS,
+    p.add_argument("--encoding", default=DEFAULT_ENCODING, choices=ENCODINGS,
                    help="audio encoding on the wire (default pcm_s16le; mulaw is 8 kHz)")
     p.add_argument("--delta-chars", type=int, metavar="N",
                    help="send the text in pieces of N characters, as an LLM would stream it")
@@ -458,24 +453,21 @@ def add_client_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_cli(args: argparse.Namespace) -> int:
     """Run a parsed client command line. Expected failures (bad arguments, no server, a
-    server error) raise ValueError with a one-line message."""
-    from engine.audio import write_wav
-    from engine.cli import _read_text
-
+    server error) raise InputError with a one-line message."""
     if not args.output and not args.play:
-        raise ValueError("say where the audio goes: -o out.wav, or --play (or both)")
+        raise InputError("say where the audio goes: -o out.wav, or --play (or both)")
     if args.device_out is not None and not args.play:
-        raise ValueError("--device-out only applies together with --play")
+        raise InputError("--device-out only applies together with --play")
     if args.delta_chars is not None and args.delta_chars < 1:
-        raise ValueError("--delta-chars must be >= 1")
+        raise InputError("--delta-chars must be >= 1")
     play_stream = None
     if args.play:
         try:
             from clients.playback import play_stream
         except ImportError:
-            raise ValueError("--play needs clients/playback.py, which this installation does "
+            raise InputError("--play needs clients/playback.py, which this installation does "
                              "not have; write a file with -o instead") from None
-    text = _read_text(args)
+    text = read_text(args)
     options = {k: getattr(args, k) for k in ("pace", "pitch_shift", "speaker", "denoise")
                if getattr(args, k) is not None}
     source: str | Iterable[str] = text
@@ -500,17 +492,14 @@ def run_cli(args: argparse.Namespace) -> int:
                 kept.extend(c.audio for c in s)
             stats = s.stats
     except TTSError as e:
-        raise ValueError(f"server error {e}") from None
+        raise InputError(f"server error {e}") from None
     except (OSError, asyncio.TimeoutError) as e:
-        raise ValueError(f"cannot reach {args.server}: {e}") from None
+        raise InputError(f"cannot reach {args.server}: {e}") from None
     if stats is None:  # pragma: no cover - the iterator ends only after done or an error
-        raise ValueError("the server ended the utterance without done")
+        raise InputError("the server ended the utterance without done")
     audio = np.concatenate(kept) if kept else np.zeros(0, np.float32)
     if args.output:
-        try:
-            write_wav(args.output, audio, stats.sample_rate)
-        except Exception as e:  # noqa: BLE001 - soundfile raises several types for bad paths
-            raise ValueError(f"cannot write {args.output}: {e}") from None
+        save_wav(args.output, audio, stats.sample_rate)
     ttfa = "n/a" if stats.ttfa_ms is None else f"{stats.ttfa_ms:.0f} ms"
     rtf = "n/a" if stats.rtf is None else f"{stats.rtf:.1f}x"
     where = f"wrote {args.output}" if args.output else "played"
@@ -534,7 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return run_cli(args)
-    except ValueError as e:
+    except InputError as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -32,6 +32,8 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from engine.errors import InputError
+
 log = logging.getLogger(__name__)
 
 LIST_HINT = ("List the devices with `python -m sounddevice` and pick one with device=NAME|INDEX "
@@ -284,11 +286,11 @@ def _chunk_audio(chunk: Any, sample_rate: int) -> np.ndarray:
     else:
         rate = getattr(chunk, "sample_rate", sample_rate)
         if rate != sample_rate:
-            raise ValueError(f"chunk sample rate {rate} Hz differs from the stream's "
+            raise InputError(f"chunk sample rate {rate} Hz differs from the stream's "
                              f"{sample_rate} Hz")
         audio = np.asarray(chunk.audio)
     if audio.ndim != 1 and not (audio.ndim == 2 and 1 in audio.shape):
-        raise ValueError(f"chunks must be mono audio, got shape {audio.shape}")
+        raise InputError(f"chunks must be mono audio, got shape {audio.shape}")
     return np.asarray(audio, dtype=np.float32).reshape(-1)
 
 
@@ -311,9 +313,9 @@ def play_stream(chunks: Iterable[Any], sample_rate: int, device: str | int | Non
     exception propagates. Setup problems raise :class:`PlaybackError` (a ValueError).
     """
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate <= 0:
-        raise ValueError(f"sample_rate must be a positive integer, got {sample_rate!r}")
+        raise InputError(f"sample_rate must be a positive integer, got {sample_rate!r}")
     if not prebuffer_ms >= 0 or not buffer_ms > 0:
-        raise ValueError("prebuffer_ms must be >= 0 and buffer_ms > 0")
+        raise InputError("prebuffer_ms must be >= 0 and buffer_ms > 0")
     sd = _sounddevice()
     out_dev = resolve_output_device(device)
     capacity = max(int(buffer_ms * sample_rate / 1000), 1024)

@@ -11,6 +11,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Mapping, TypeVar
 
+from .errors import InputError
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T", bound="_DictConfig")
@@ -30,7 +32,7 @@ class _DictConfig:
         try:
             return cls(**kwargs)
         except (TypeError, ValueError) as e:
-            raise ValueError(f"{source}: invalid {cls.__name__}: {e}") from None
+            raise InputError(f"{source}: invalid {cls.__name__}: {e}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: _thaw(v) for k, v in dataclasses.asdict(self).items()}  # type: ignore[call-overload]
@@ -104,14 +106,14 @@ class FastPitchConfig(_DictConfig):
     def __post_init__(self) -> None:
         if self.in_fft_output_size != self.symbols_embedding_dim:
             # NVIDIA feeds the encoder output straight into predictors and proj sized by d_model.
-            raise ValueError(
+            raise InputError(
                 f"in_fft_output_size ({self.in_fft_output_size}) must equal "
                 f"symbols_embedding_dim ({self.symbols_embedding_dim})"
             )
         if self.symbols_embedding_dim % 2:
-            raise ValueError("symbols_embedding_dim must be even (sin/cos positional encoding)")
+            raise InputError("symbols_embedding_dim must be even (sin/cos positional encoding)")
         if self.n_speakers < 1:
-            raise ValueError("n_speakers must be >= 1")
+            raise InputError("n_speakers must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -129,14 +131,14 @@ class HiFiGANConfig(_DictConfig):
     def __post_init__(self) -> None:
         if str(self.resblock) != "1":
             # NVIDIA's type-2 block cannot run (its slope is never set); jik876 V1/V3 use '1'.
-            raise ValueError(f"only resblock '1' is supported, got {self.resblock!r}")
+            raise InputError(f"only resblock '1' is supported, got {self.resblock!r}")
         if len(self.upsample_rates) != len(self.upsample_kernel_sizes):
-            raise ValueError("upsample_rates and upsample_kernel_sizes differ in length")
+            raise InputError("upsample_rates and upsample_kernel_sizes differ in length")
         if len(self.resblock_kernel_sizes) != len(self.resblock_dilation_sizes):
-            raise ValueError("resblock_kernel_sizes and resblock_dilation_sizes differ in length")
+            raise InputError("resblock_kernel_sizes and resblock_dilation_sizes differ in length")
         for k, u in zip(self.upsample_kernel_sizes, self.upsample_rates):
             if (k - u) % 2:
-                raise ValueError(f"upsample kernel {k} and rate {u} give a fractional padding")
+                raise InputError(f"upsample kernel {k} and rate {u} give a fractional padding")
 
     @property
     def hop_length(self) -> int:

@@ -1,5 +1,5 @@
 """Fused 'same'-padded 1-D convolution: pre-activation -> conv -> bias -> post-activation ->
-residual -> LayerNorm over channels, in one Triton kernel.
+time mask -> residual -> LayerNorm over channels, in one Triton kernel.
 
 This is the building block of HiFi-GAN's ResBlock1 (:mod:`kernels.resblock`) and FastPitch's
 position-wise conv feed-forward (:mod:`kernels.ffn`).
@@ -9,8 +9,9 @@ Kernel design (GEMM-like implicit convolution): one program computes an output t
 pairs; each step loads a (BLOCK_CO x BLOCK_CI) weight slice and the (BLOCK_CI x BLOCK_T)
 input window shifted by ``tap * dilation - pad`` (masked to zero outside [0, T): the zero
 padding), applies the pre-activation, and accumulates their ``tl.dot`` in fp32. The epilogue
-adds the bias, applies the post-activation, adds the residual and, when asked, normalises over
-the channel axis (only when one tile holds every output channel). All tensors are addressed
+adds the bias, applies the post-activation, multiplies by a per-(batch, time) mask (FastPitch's
+padding mask on the feed-forward hidden activation), adds the residual and, when asked,
+normalises over the channel axis (only when one tile holds every output channel). All tensors are addressed
 through their strides, so (B, T, C)-layout tensors are passed as ``x.transpose(1, 2)`` views
 without copies.
 
@@ -34,6 +35,7 @@ __all__ = ["conv1d_fused", "reference", "pack_weight", "PreAct", "parse_pre_act"
 
 OP = "conv1d"
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+MASK_DTYPES = FLOAT_DTYPES + (torch.bool,)
 # (name, slope): the activation applied to the conv input. relu and leaky map 0 to 0, so
 # applying them after zero padding (as the kernel does, on masked loads) equals padding after.
 PreAct = Union[None, str, tuple[str, float]]
@@ -46,16 +48,18 @@ tl: Any = None  # triton.language, bound by LazyKernel at the first launch
 
 
 def _conv1d_fused_kernel(
-    x_ptr, w_ptr, bias_ptr, res_ptr, gamma_ptr, beta_ptr, out_ptr,
+    x_ptr, w_ptr, bias_ptr, res_ptr, gamma_ptr, beta_ptr, mask_ptr, out_ptr,
     C_in, C_out, T,
     stride_xb, stride_xc, stride_xt,
     stride_wo, stride_wi, stride_wk,
     stride_rb, stride_rc, stride_rt,
+    stride_mb, stride_mt,
     stride_ob, stride_oc, stride_ot,
     dilation, pad, slope, eps,
     K: tl.constexpr,
     PRE_ACT: tl.constexpr, POST_ACT: tl.constexpr,
     HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, HAS_LN: tl.constexpr,
+    HAS_MASK: tl.constexpr,
     PRECISION: tl.constexpr,
     BLOCK_CO: tl.constexpr, BLOCK_CI: tl.constexpr, BLOCK_T: tl.constexpr,
 ):
@@ -103,6 +107,12 @@ def _conv1d_fused_kernel(
         acc += bias[:, None]
     if POST_ACT == 1:
         acc = tl.maximum(acc, 0.0)
+    if HAS_MASK:
+        # (BLOCK_T,) mask of this row, broadcast over channels; a multiply (not a select), as
+        # PyTorch's ``h * mask``: NaN/inf stay NaN at masked steps, 0/1 masks are exact.
+        tm = tl.load(mask_ptr + pid_b * stride_mb + offs_t * stride_mt, mask=t_ok_out,
+                     other=0).to(tl.float32)
+        acc = acc * tm[None, :]
     if HAS_RES:
         # Read before the store below: ``out`` may alias ``res`` (in-place residual), and
         # this program is the only one touching these elements.
@@ -155,7 +165,7 @@ def _parse_post_act(post_act: str | None) -> int:
 
 def _validate(x: Tensor, weight: Tensor, bias: Tensor | None, dilation: int,
               residual: Tensor | None, layer_norm: tuple[Tensor, Tensor, float] | None,
-              out: Tensor | None) -> tuple[int, int, int, int, int]:
+              time_mask: Tensor | None, out: Tensor | None) -> tuple[int, int, int, int, int]:
     """Check every argument; returns (B, C_in, T, C_out, K)."""
     check_tensor("x", x, 3, dtypes=FLOAT_DTYPES)
     dev = x.device
@@ -185,10 +195,14 @@ def _validate(x: Tensor, weight: Tensor, bias: Tensor | None, dilation: int,
                      shape=(c_out,))
         if not isinstance(eps, (int, float)) or isinstance(eps, bool) or eps < 0:
             raise ValueError(f"layer_norm eps must be a float >= 0, got {eps!r}")
+    if time_mask is not None:
+        check_tensor("time_mask", time_mask, 2, device=dev, dtypes=MASK_DTYPES, shape=(b, t))
     if out is not None:
         check_tensor("out", out, 3, device=dev, dtypes=(x.dtype,), shape=(b, c_out, t))
-        if overlaps(out, x) or overlaps(out, weight):
-            raise ValueError("out must not overlap x or weight (other programs still read them)")
+        if overlaps(out, x) or overlaps(out, weight) or (
+                time_mask is not None and overlaps(out, time_mask)):
+            raise ValueError("out must not overlap x, weight or time_mask (other programs still "
+                             "read them)")
         if residual is not None and overlaps(out, residual) and not (
                 out.data_ptr() == residual.data_ptr() and out.stride() == residual.stride()):
             raise ValueError("out may alias residual only exactly (same pointer and strides)")
@@ -246,29 +260,34 @@ def conv1d_fused(x: Tensor, weight: Tensor, bias: Tensor | None = None, dilation
                  pre_act: PreAct = None, post_act: str | None = None,
                  residual: Tensor | None = None,
                  layer_norm: tuple[Tensor, Tensor, float] | None = None, *,
+                 time_mask: Tensor | None = None,
                  out: Tensor | None = None, allow_tf32: bool = False,
                  block_co: int | None = None, block_ci: int | None = None,
                  block_t: int | None = None) -> Tensor:
-    """``LN(post_act(conv1d(pre_act(x), weight, bias, 'same', dilation)) + residual)``.
+    """``LN(post_act(conv1d(pre_act(x), weight, bias, 'same', dilation)) * time_mask + res)``.
 
     x: (B, C_in, T) fp32/fp16/bf16, any strides (pass a (B, T, C) tensor as
     ``x.transpose(1, 2)``); weight: (C_out, C_in, K), K odd, x's dtype, any strides
     (:func:`pack_weight` gives the fastest layout); bias, gamma, beta: (C_out,) any float
-    dtype; residual / out: (B, C_out, T) in x's dtype, any strides. Padding is
+    dtype; residual / out: (B, C_out, T) in x's dtype, any strides; time_mask: (B, T) float or
+    bool, any strides, multiplies every channel of output step t of row b (after the
+    post-activation, before the residual). Padding is
     ``dilation * (K - 1) // 2`` zeros on each side. Accumulates in fp32; returns x's dtype.
     ``out`` may be ``residual`` itself (in-place residual update), never x. ``allow_tf32``
     lets fp32 inputs use TF32 tensor cores on GPU (faster, ~1e-3 relative error); the default
     is exact IEEE fp32. ``block_*`` override the tile sizes (powers of two >= 16). Falls back
     to :func:`reference` (logged once) where Triton cannot run.
     """
-    b, c_in, t, c_out, k = _validate(x, weight, bias, dilation, residual, layer_norm, out)
+    b, c_in, t, c_out, k = _validate(x, weight, bias, dilation, residual, layer_norm, time_mask,
+                                     out)
     pre_code, slope = parse_pre_act(pre_act)
     post_code = _parse_post_act(post_act)
 
     ok, why = triton_ready(x.device)
     if not ok:
         log_fallback_once(OP, why)
-        ref = reference(x, weight, bias, dilation, pre_act, post_act, residual, layer_norm)
+        ref = reference(x, weight, bias, dilation, pre_act, post_act, residual, layer_norm,
+                        time_mask=time_mask)
         return ref if out is None else out.copy_(ref)
 
     interpreted = interpret_env()  # tile sizes: few big programs under the interpreter
@@ -281,17 +300,22 @@ def conv1d_fused(x: Tensor, weight: Tensor, bias: Tensor | None = None, dilation
         return out
     gamma, beta, eps = layer_norm if layer_norm is not None else (None, None, 0.0)
     res = residual if residual is not None else out  # dummy pointer, never read
+    # A bool mask is read as its bytes (0/1; a free view), a float one as is.
+    tmask = (time_mask.view(torch.uint8) if time_mask is not None and time_mask.dtype == torch.bool
+             else time_mask)  # (B, T) or None
     grid = (cdiv(t, bt), cdiv(c_out, bco), b)
     with device_ctx(x):
         _CONV1D_KERNEL[grid](
             x, weight, bias if bias is not None else out, res,
-            gamma if gamma is not None else out, beta if beta is not None else out, out,
+            gamma if gamma is not None else out, beta if beta is not None else out,
+            tmask if tmask is not None else out, out,  # out: dummy pointer, never read
             c_in, c_out, t,
-            *x.stride(), *weight.stride(), *res.stride(), *out.stride(),
+            *x.stride(), *weight.stride(), *res.stride(),
+            *(tmask.stride() if tmask is not None else (0, 0)), *out.stride(),
             dilation, dilation * (k - 1) // 2, slope, float(eps),
             K=k, PRE_ACT=pre_code, POST_ACT=post_code,
             HAS_BIAS=bias is not None, HAS_RES=residual is not None,
-            HAS_LN=layer_norm is not None,
+            HAS_LN=layer_norm is not None, HAS_MASK=time_mask is not None,
             # IEEE fp32 dots unless TF32 is allowed; 16-bit inputs ignore the setting (the
             # default is passed for them, the path every Triton version compiles).
             PRECISION="ieee" if fma else "tf32",
@@ -316,7 +340,8 @@ def pack_weight(weight: Tensor) -> Tensor:
 def reference(x: Tensor, weight: Tensor, bias: Tensor | None = None, dilation: int = 1,
               pre_act: PreAct = None, post_act: str | None = None,
               residual: Tensor | None = None,
-              layer_norm: tuple[Tensor, Tensor, float] | None = None) -> Tensor:
+              layer_norm: tuple[Tensor, Tensor, float] | None = None, *,
+              time_mask: Tensor | None = None) -> Tensor:
     """Pure-PyTorch :func:`conv1d_fused` (same arguments, computed in x's dtype)."""
     code, slope = parse_pre_act(pre_act)
     if code == _PRE_RELU:
@@ -328,6 +353,8 @@ def reference(x: Tensor, weight: Tensor, bias: Tensor | None = None, dilation: i
     y = F.conv1d(x, weight, bias_c, padding=dilation * (k - 1) // 2, dilation=dilation)
     if _parse_post_act(post_act) == _POST_RELU:
         y = F.relu(y)
+    if time_mask is not None:
+        y = y * time_mask[:, None, :].to(y.dtype)  # (B, 1, T): every channel of step t
     if residual is not None:
         y = y + residual
     if layer_norm is not None:

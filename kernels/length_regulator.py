@@ -18,6 +18,9 @@ Kernel design, two launches:
 Saturating at ``max_len`` changes nothing visible: a clamped repeat or end is still >= max_len,
 so it is still past every output frame (< max_len), and ``mel_lens`` is clamped to max_len
 anyway; it keeps int32 sums from overflowing on absurd durations.
+
+The runner's static FastPitch path (``engine.runtime.static``, decoder program) runs this
+launcher when the runner uses kernels; the eager path keeps ``regulate_len``.
 """
 
 from __future__ import annotations
@@ -187,8 +190,8 @@ def reference(enc_out: Tensor, durations: Tensor, pace: Tensor | float,
               max_len: int) -> tuple[Tensor, Tensor]:
     """Pure-PyTorch :func:`length_regulate` (same arguments and results).
 
-    Equals ``engine.fastpitch.regulate_len(durations, enc_out, pace, max_len=max_len)`` for
-    fp32 durations (that function does the repeat maths in the durations' dtype).
+    Equals ``engine.models.fastpitch.regulate_len(durations, enc_out, pace, max_len=max_len)``
+    for fp32 durations (that function does the repeat maths in the durations' dtype).
     """
     b, t_text, c = enc_out.shape
     pace_t = _pace_tensor(pace, b, enc_out.device).to(torch.float32).reshape(-1, 1)

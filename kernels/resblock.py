@@ -1,6 +1,6 @@
 """HiFi-GAN ResBlock1 on the fused conv kernel.
 
-Per dilation d (as ``engine.hifigan.ResBlock1.forward``)::
+Per dilation d (as ``engine.models.hifigan.ResBlock1.forward``)::
 
     xt = conv1_d(lrelu(x))          # launch 1: pre-act leaky 0.1, dilation d
     x  = conv2(lrelu(xt)) + x       # launch 2: pre-act leaky 0.1, residual fused, in place
@@ -25,8 +25,8 @@ from .utils import check_tensor, log_fallback_once, same_layout_empty, triton_re
 __all__ = ["resblock1", "reference", "params_from_module", "LRELU_SLOPE"]
 
 OP = "resblock1"
-# engine.hifigan.LRELU_SLOPE (the tests check they agree); not imported, so that the engine
-# can import this module without an import cycle.
+# engine.models.hifigan.LRELU_SLOPE (the tests check they agree); not imported, so that the
+# engine can import this module without an import cycle.
 LRELU_SLOPE = 0.1
 
 
@@ -90,7 +90,7 @@ def reference(x: Tensor, convs1_weights: Sequence[Tensor],
               convs1_biases: Sequence[Tensor | None], convs2_weights: Sequence[Tensor],
               convs2_biases: Sequence[Tensor | None], kernel_size: int,
               dilations: Sequence[int], *, slope: float = LRELU_SLOPE) -> Tensor:
-    """Pure-PyTorch ResBlock1 (the ops of ``engine.hifigan.ResBlock1.forward``)."""
+    """Pure-PyTorch ResBlock1 (the ops of ``engine.models.hifigan.ResBlock1.forward``)."""
     for w1, b1, w2, b2, d in zip(convs1_weights, convs1_biases, convs2_weights, convs2_biases,
                                  dilations):
         xt = F.conv1d(F.leaky_relu(x, slope), w1, b1, dilation=int(d),
@@ -101,7 +101,7 @@ def reference(x: Tensor, convs1_weights: Sequence[Tensor],
 
 
 def params_from_module(block: nn.Module, pack: bool = False) -> dict[str, Any]:
-    """Keyword arguments of :func:`resblock1` from an ``engine.hifigan.ResBlock1``.
+    """Keyword arguments of :func:`resblock1` from an ``engine.models.hifigan.ResBlock1``.
 
     ``resblock1(x, **params_from_module(block))`` computes ``block(x)``. ``pack=True`` returns
     weights copied into the kernel's preferred memory layout (:func:`kernels.conv1d.pack_weight`):

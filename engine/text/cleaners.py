@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from ..errors import InputError
 from .numbers import expand_numbers, integer_words
 from .unidecoder import transliterate, warn_deleted
 
@@ -229,4 +230,4 @@ def get_cleaner(name: str) -> Callable[..., str]:
     try:
         return CLEANERS[name]
     except KeyError:
-        raise ValueError(f"unknown text cleaner {name!r}; available: {sorted(CLEANERS)}") from None
+        raise InputError(f"unknown text cleaner {name!r}; available: {sorted(CLEANERS)}") from None

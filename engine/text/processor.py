@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from ..errors import InputError
 from .cleaners import collapse_whitespace, get_cleaner
 from .cmudict import CMUDict
 from .numbers import expand_currency, warm_up
@@ -131,10 +132,10 @@ class TextProcessor:
         self.cleaner_names = tuple(cleaner_names)
         self._cleaners = [get_cleaner(name) for name in self.cleaner_names]
         if not 0.0 <= float(p_arpabet) <= 1.0:
-            raise ValueError(f"p_arpabet must be within [0, 1], got {p_arpabet!r}")
+            raise InputError(f"p_arpabet must be within [0, 1], got {p_arpabet!r}")
         self.p_arpabet = float(p_arpabet)
         if handle_arpabet_ambiguous not in _AMBIGUITY_MODES:
-            raise ValueError(
+            raise InputError(
                 f"handle_arpabet_ambiguous must be one of {_AMBIGUITY_MODES}, got {handle_arpabet_ambiguous!r}"
             )
         self.handle_arpabet_ambiguous = handle_arpabet_ambiguous
@@ -154,7 +155,7 @@ class TextProcessor:
     @staticmethod
     def _check_text(text: Any) -> str:
         if not isinstance(text, str):
-            raise ValueError(f"text must be a str, got {type(text).__name__}")
+            raise InputError(f"text must be a str, got {type(text).__name__}")
         return text
 
     def _clean(self, text: str) -> str:
@@ -268,10 +269,10 @@ class TextProcessor:
         """
         self._check_text(text)
         if not text.strip():
-            raise ValueError("text has nothing speakable: it is empty or whitespace only")
+            raise InputError("text has nothing speakable: it is empty or whitespace only")
         ids = self.text_to_sequence(self.arpabet_text(text))
         if all(i in (PAD_ID, SPACE_ID) for i in ids):
-            raise ValueError(
+            raise InputError(
                 f"text has nothing speakable: no supported characters remain after cleaning ({text[:40]!r})"
             )
         return ids
@@ -313,11 +314,11 @@ class TextProcessor:
         import torch
 
         if isinstance(texts, str) or not isinstance(texts, Sequence):
-            raise ValueError("texts must be a list of strings (wrap a single text in a list)")
+            raise InputError("texts must be a list of strings (wrap a single text in a list)")
         if len(texts) == 0:
-            raise ValueError("texts is empty")
+            raise InputError("texts is empty")
         if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+            raise InputError(f"batch_size must be >= 1, got {batch_size!r}")
         batch_size = int(batch_size)
 
         encoded = []
@@ -325,7 +326,7 @@ class TextProcessor:
             try:
                 encoded.append(self.encode_text(text))
             except ValueError as exc:
-                raise ValueError(f"texts[{index}]: {exc}") from None
+                raise InputError(f"texts[{index}]: {exc}") from None
         lengths = np.array([len(ids) for ids in encoded], dtype=np.int64)
         order = np.argsort(-lengths)
 

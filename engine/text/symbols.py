@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import string
 
+from ..errors import InputError
+
 __all__ = [
     "ARPABET_SYMBOLS",
     "PAD",
@@ -76,5 +78,5 @@ def get_symbols(symbol_set: str = "english_basic") -> tuple[str, ...]:
         ValueError: for any other symbol set name.
     """
     if symbol_set != "english_basic":
-        raise ValueError(f"unsupported symbol set {symbol_set!r}; only 'english_basic' is available")
+        raise InputError(f"unsupported symbol set {symbol_set!r}; only 'english_basic' is available")
     return SYMBOLS

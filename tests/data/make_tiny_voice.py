@@ -18,9 +18,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
 from engine.config import FASTPITCH_PRESETS, HIFIGAN_PRESETS  # noqa: E402
-from engine.fastpitch import FastPitch  # noqa: E402
-from engine.hifigan import Generator  # noqa: E402
-from engine.weights import save_fastpitch, save_hifigan  # noqa: E402
+from engine.models.fastpitch import FastPitch  # noqa: E402
+from engine.models.hifigan import Generator  # noqa: E402
+from engine.models.weights import save_fastpitch, save_hifigan  # noqa: E402
 
 AUDIO_SETUP = {"sampling_rate": 22050, "filter_length": 1024, "hop_length": 256,
                "win_length": 1024, "mel_fmin": 0.0, "mel_fmax": 8000.0, "n_mel_channels": 80,

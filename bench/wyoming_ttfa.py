@@ -1,0 +1,168 @@
+"""Time to first audio through the Wyoming front vs the native websocket, same text and voice.
+
+    python -m bench.wyoming_ttfa                      # 20 runs each, the shipped voice
+    python -m bench.wyoming_ttfa --runs 50 --token-rate 40 --fastpitch voice.pt
+
+One engine serves both fronts in this process (as ``fpstream serve --wyoming`` does). Each run
+sends the 128-character benchmark phrase as LLM-style deltas (~4 characters each; paced at
+--token-rate tokens/s, or all at once without it) on a fresh connection, alternating between
+the fronts:
+
+* Wyoming: ``synthesize-start``, ``synthesize-chunk`` per delta, ``synthesize-stop`` with the
+  ``wyoming`` package's ``AsyncTcpClient``; TTFA from writing the first chunk to reading the
+  first ``audio-chunk``.
+* websocket: ``clients.client.synthesize`` with the same deltas; TTFA from handing it the
+  first delta to its first audio chunk.
+
+Connecting is not counted on either side. Prints p50/p95 of TTFA and of the time to the last
+audio, with the device, torch version and commit, and appends a row per front to
+bench/results/wyoming_ttfa.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from typing import Any, AsyncIterator
+
+import torch
+from wyoming.audio import AudioChunk
+from wyoming.client import AsyncTcpClient
+from wyoming.tts import SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
+
+from bench.common import PHRASE_128, environment, percentile, write_rows
+from bench.ttfa import token_deltas
+from clients.client import synthesize
+from clients.server import serve_tts
+from clients.wyoming import serve_wyoming
+from engine import Engine
+
+
+async def paced(deltas: list[str], token_rate: float | None) -> AsyncIterator[str]:
+    t0 = time.perf_counter()
+    for i, d in enumerate(deltas):
+        if token_rate:
+            wait = t0 + i / token_rate - time.perf_counter()
+            if wait > 0:
+                await asyncio.sleep(wait)
+        yield d
+
+
+async def wyoming_run(host: str, port: int, deltas: list[str],
+                      token_rate: float | None) -> tuple[float, float]:
+    """(TTFA, time to the last audio) in seconds, from the first synthesize-chunk."""
+    async with AsyncTcpClient(host, port, read_timeout=60) as client:
+        await client.write_event(SynthesizeStart().event())
+        t0 = time.perf_counter()
+
+        async def write() -> None:
+            async for d in paced(deltas, token_rate):
+                await client.write_event(SynthesizeChunk(d).event())
+            await client.write_event(SynthesizeStop().event())
+
+        writer = asyncio.ensure_future(write())
+        first = last = None
+        try:
+            while True:
+                event = await client.read_event()
+                if event is None:
+                    raise RuntimeError("the Wyoming server closed the connection")
+                if AudioChunk.is_type(event.type):
+                    last = time.perf_counter() - t0
+                    first = last if first is None else first
+                elif event.type == "error":
+                    raise RuntimeError(f"Wyoming error: {event.data}")
+                elif SynthesizeStopped.is_type(event.type):
+                    break
+            await writer
+        finally:
+            writer.cancel()
+    if first is None or last is None:
+        raise RuntimeError("no audio came back")
+    return first, last
+
+
+async def websocket_run(url: str, deltas: list[str],
+                        token_rate: float | None) -> tuple[float, float]:
+    """(TTFA, time to the last audio) in seconds, from handing over the first text delta."""
+    t0: list[float] = []
+
+    async def timed() -> AsyncIterator[str]:
+        async for d in paced(deltas, token_rate):
+            if not t0:
+                t0.append(time.perf_counter())
+            yield d
+
+    first = last = None
+    async with synthesize(url, timed()) as s:
+        async for _ in s:
+            last = time.perf_counter() - t0[0]
+            first = last if first is None else first
+    if first is None or last is None:
+        raise RuntimeError("no audio came back")
+    return first, last
+
+
+async def measure(engine: Engine, runs: int, token_rate: float | None
+                  ) -> dict[str, dict[str, list[float]]]:
+    deltas = token_deltas(PHRASE_128)
+    out: dict[str, dict[str, list[float]]] = {
+        "wyoming": {"ttfa": [], "last": []}, "websocket": {"ttfa": [], "last": []}}
+    async with serve_tts(engine, port=0) as ws, \
+            serve_wyoming(engine, "tcp://127.0.0.1:0") as wy:
+        # One warm-up run each (first-call allocations, lazy imports).
+        await wyoming_run(wy.host, wy.port, deltas, token_rate)
+        await websocket_run(ws.url, deltas, token_rate)
+        for _ in range(runs):
+            for front in ("wyoming", "websocket"):
+                if front == "wyoming":
+                    ttfa, last = await wyoming_run(wy.host, wy.port, deltas, token_rate)
+                else:
+                    ttfa, last = await websocket_run(ws.url, deltas, token_rate)
+                out[front]["ttfa"].append(ttfa * 1000)
+                out[front]["last"].append(last * 1000)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=20, help="runs per front (default 20)")
+    ap.add_argument("--token-rate", type=float, default=None, metavar="TOKENS_PER_S",
+                    help="pace the deltas like an LLM (default: all at once)")
+    ap.add_argument("--fastpitch", default=None, help="voice (default: the shipped one)")
+    ap.add_argument("--hifigan", default=None)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--no-csv", action="store_true", help="print only")
+    args = ap.parse_args()
+    if args.runs < 20:
+        ap.error("--runs must be >= 20 (p95 needs them)")
+    if args.token_rate is not None and not args.token_rate > 0:
+        ap.error("--token-rate must be > 0")
+    engine = Engine.load(args.fastpitch, args.hifigan, device=args.device)
+    try:
+        results = asyncio.run(measure(engine, args.runs, args.token_rate))
+        device = engine.runner.device
+    finally:
+        engine.close()
+    env = environment(torch.device(device))
+    pacing = f"{args.token_rate:g} tokens/s" if args.token_rate else "deltas all at once"
+    print(f"device {env['device']} | torch {env['torch']} | commit {env['commit']} | "
+          f"{args.runs} runs per front | 128-char phrase, {pacing}")
+    print(f"{'front':<10} {'TTFA p50 ms':>12} {'TTFA p95 ms':>12} {'last p50 ms':>12} "
+          f"{'last p95 ms':>12}")
+    rows: list[dict[str, Any]] = []
+    for front, r in results.items():
+        t50, t95 = percentile(r["ttfa"], 50), percentile(r["ttfa"], 95)
+        l50, l95 = percentile(r["last"], 50), percentile(r["last"], 95)
+        print(f"{front:<10} {t50:>12.1f} {t95:>12.1f} {l50:>12.1f} {l95:>12.1f}")
+        rows.append({**env, "front": front, "voice": args.fastpitch or "default",
+                     "runs": args.runs, "token_rate": args.token_rate or "",
+                     "ttfa_p50_ms": round(t50, 2), "ttfa_p95_ms": round(t95, 2),
+                     "last_audio_p50_ms": round(l50, 2), "last_audio_p95_ms": round(l95, 2)})
+    if not args.no_csv:
+        print(f"appended to {write_rows('wyoming_ttfa', rows)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""engine/runtime/streams.py: Stream and AsyncStream share one core and behave alike.
+
+With an inbox of one event, producers must wait for the engine: the sync ``send`` blocks, the
+async ``send`` never blocks the event loop nor raises, keeps the order of the events (awaited
+or not), and all ways of feeding the same text give the same audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine import Engine, EngineConfig, InputError
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+TEXT = "Hello there, my friend. How are you today? I am fine."
+DELTAS = ["Hel", "lo there,", " my fr", "iend. How", " are you", " today? I am", " fine."]
+
+
+@pytest.fixture(scope="module")
+def engine():
+    eng = Engine.load(fastpitch=DATA / "tiny_fastpitch.pt", hifigan=DATA / "tiny_hifigan.pt",
+                      device="cpu", config=EngineConfig(window_sizes=(48,), max_inbox=1))
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="module")
+def reference(engine) -> np.ndarray:
+    return engine.synthesize(TEXT).audio
+
+
+def _audio(chunks) -> np.ndarray:
+    return np.concatenate([c.audio for c in chunks])
+
+
+def test_sync_push_stream_blocks_but_delivers_everything(engine, reference) -> None:
+    stream = engine.open()
+
+    def produce() -> None:
+        for d in DELTAS:
+            stream.send(d)  # waits while the one-event inbox is full
+        stream.end()
+
+    t = threading.Thread(target=produce)
+    t.start()
+    got = _audio(stream)
+    t.join(timeout=10)
+    assert not t.is_alive()
+    np.testing.assert_array_equal(got, reference)
+
+
+def test_async_send_never_raises_and_keeps_order_unawaited(engine, reference) -> None:
+    async def main() -> np.ndarray:
+        stream = engine.aopen()
+        futures = [stream.send(d) for d in DELTAS]  # the inbox holds one: the rest wait
+        futures.append(stream.end())  # nothing raised (the old async send raised queue.Full)
+        chunks = [c async for c in stream]
+        assert all(f.done() for f in futures)
+        return _audio(chunks)
+
+    np.testing.assert_array_equal(asyncio.run(main()), reference)
+
+
+def test_async_send_awaited_and_feeders_give_the_same_audio(engine, reference) -> None:
+    async def pushed() -> np.ndarray:
+        stream = engine.aopen()
+
+        async def produce() -> None:
+            for d in DELTAS:
+                await stream.send(d)
+            await stream.end()
+
+        task = asyncio.create_task(produce())
+        chunks = [c async for c in stream]
+        await task
+        return _audio(chunks)
+
+    async def from_async_iterable() -> np.ndarray:
+        async def gen():
+            for d in DELTAS:
+                yield d
+                await asyncio.sleep(0)
+        return _audio([c async for c in engine.astream(gen())])
+
+    async def from_iterable() -> np.ndarray:
+        return _audio([c async for c in engine.astream(iter(DELTAS))])
+
+    for run in (pushed, from_async_iterable, from_iterable):
+        np.testing.assert_array_equal(asyncio.run(run()), reference)
+    np.testing.assert_array_equal(_audio(engine.stream(iter(DELTAS))), reference)
+
+
+def test_cancel_releases_waiting_sends(engine) -> None:
+    async def main() -> None:
+        stream = engine.aopen()
+        futures = [stream.send(d) for d in DELTAS]
+        stream.cancel()
+        await asyncio.wait_for(asyncio.gather(*futures), timeout=5)
+        assert [c async for c in stream] == []
+
+    asyncio.run(main())
+
+
+def test_producer_errors_end_the_stream(engine) -> None:
+    def bad():
+        yield "Hello there."
+        raise RuntimeError("the producer broke")
+
+    with pytest.raises(RuntimeError, match="producer broke"):
+        list(engine.stream(bad()))
+
+    async def main() -> None:
+        async def bad_async():
+            yield "Hello there."
+            yield 42  # not text: the caller's mistake
+
+        with pytest.raises(InputError, match="must be a str"):
+            async for _ in engine.astream(bad_async()):
+                pass
+
+    asyncio.run(main())
+
+
+def test_bad_text_sources_are_input_errors(engine) -> None:
+    with pytest.raises(InputError):
+        engine.stream(b"bytes")
+    with pytest.raises(InputError):
+        engine.stream(42)
+    with pytest.raises(InputError):
+        engine.open().send(42)
+
+    async def main() -> None:
+        with pytest.raises(InputError):
+            engine.astream(3.5)
+        s = engine.aopen()
+        with pytest.raises(InputError):
+            s.send(None)
+        s.cancel()
+
+    asyncio.run(main())
+    # Nothing speakable: the engine's verdict is the user's error too.
+    with pytest.raises(InputError, match="nothing speakable"):
+        engine.synthesize("   ")
