@@ -5,7 +5,7 @@
 Prints, per case, the max absolute and relative error of every output of our FastPitch,
 HiFi-GAN and denoiser vs the outputs NVIDIA's hub code produced from the same checkpoints,
 whether mel lengths are exact, and the worst case overall. The acceptance rule is max abs
-<= 1e-4 (float32) and exact integers; tests/test_parity.py asserts it.
+<= 1e-4 (float32) and exact integers; tests/models/test_parity.py asserts it.
 """
 
 from __future__ import annotations

@@ -47,10 +47,10 @@ _MAX_WAIT_S = 0.02
 _STALL_S = 3.0
 
 
-class PlaybackError(ValueError):
+class PlaybackError(InputError):
     """Playback cannot start (PortAudio missing, no such output device, unsupported settings)
-    or cannot go on (the device stopped taking audio). A ValueError so that command lines
-    report it as one line, not a traceback."""
+    or cannot go on (the device stopped taking audio). An InputError: the machine's sound
+    setup, not a bug, so command lines report it as one line, not a traceback."""
 
 
 @dataclass(frozen=True)

@@ -325,7 +325,7 @@ class TextProcessor:
         for index, text in enumerate(texts):
             try:
                 encoded.append(self.encode_text(text))
-            except ValueError as exc:
+            except InputError as exc:
                 raise InputError(f"texts[{index}]: {exc}") from None
         lengths = np.array([len(ids) for ids in encoded], dtype=np.int64)
         order = np.argsort(-lengths)

@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(shard_file(args.file, args.max_mib, args.out, args.name))
         else:
             print(unshard_file(args.index, args.out))
-    except ValueError as e:
+    except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
