@@ -246,10 +246,12 @@ def _add_server_commands(sub: argparse._SubParsersAction) -> None:
 
     lim = ServerLimits()
     serve = sub.add_parser(
-        "serve", help="run the websocket text-to-speech server",
-        description=f"Serve speech over a websocket at ws://HOST:PORT{PATH} (protocol: README, "
-                    "'Websocket protocol'). Listens on loopback unless told otherwise; any other "
-                    "address needs a token. Ctrl-C stops it cleanly.")
+        "serve", help="run the text-to-speech server (websocket + OpenAI speech API)",
+        description=f"Serve speech on one port: a websocket at ws://HOST:PORT{PATH} (protocol: "
+                    "README, 'Websocket protocol'), OpenAI's POST /v1/audio/speech (README, "
+                    "'OpenAI-compatible speech API'), the browser page at / and GET /healthz. "
+                    "Listens on loopback unless told otherwise; any other address needs a "
+                    "token. Ctrl-C stops it cleanly.")
     serve.add_argument("--host", default=DEFAULT_HOST,
                        help=f"address to listen on (default {DEFAULT_HOST}: this machine only)")
     serve.add_argument("--port", type=int, default=DEFAULT_PORT,
@@ -259,8 +261,8 @@ def _add_server_commands(sub: argparse._SubParsersAction) -> None:
                             "$FPSTREAM_TOKEN); required for a non-loopback --host")
     g = serve.add_argument_group("limits")
     g.add_argument("--max-sessions", type=int, default=lim.max_sessions, metavar="N",
-                   help=f"connections at once; more get a 'busy' error (default "
-                        f"{lim.max_sessions})")
+                   help=f"websocket sessions and speech requests at once; more get a 'busy' "
+                        f"error or HTTP 503 (default {lim.max_sessions})")
     g.add_argument("--max-frame-bytes", type=int, default=lim.max_frame_bytes, metavar="BYTES",
                    help=f"largest client message (default {lim.max_frame_bytes})")
     g.add_argument("--max-text-chars", type=int, default=lim.max_text_chars, metavar="N",
@@ -269,6 +271,11 @@ def _add_server_commands(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--idle-timeout", type=float, default=lim.idle_timeout, metavar="SECONDS",
                    help=f"close a session after this long without messages while nothing is "
                         f"being spoken (default {lim.idle_timeout:g})")
+    g.add_argument("--max-input-chars", type=int, default=lim.max_input_chars, metavar="N",
+                   help=f"longest 'input' of an OpenAI speech request (default "
+                        f"{lim.max_input_chars}, as OpenAI's)")
+    g.add_argument("--max-body-bytes", type=int, default=lim.max_body_bytes, metavar="BYTES",
+                   help=f"largest HTTP request body (default {lim.max_body_bytes})")
     w = serve.add_argument_group("Wyoming (Home Assistant)")
     w.add_argument("--wyoming", metavar="URI",
                    help=f"also serve the Wyoming protocol on this address, e.g. {WYOMING_URI} "
@@ -310,7 +317,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     token = args.token or None  # an empty FPSTREAM_TOKEN means none
     limits = dict(max_sessions=args.max_sessions, max_frame_bytes=args.max_frame_bytes,
-                  max_text_chars=args.max_text_chars, idle_timeout=args.idle_timeout)
+                  max_text_chars=args.max_text_chars, idle_timeout=args.idle_timeout,
+                  max_input_chars=args.max_input_chars, max_body_bytes=args.max_body_bytes)
     # Bad settings fail before the models load.
     check_listen_args(args.host, args.port, token)
     ServerLimits(**limits)
@@ -330,8 +338,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     def ready(server) -> None:
         auth = "token required" if token else "no token"
         extra = "".join(f" and Wyoming on {w.uri}" for w in also)
-        print(f"fpstream: serving {server.url} ({auth}){extra}, voice at {engine.sample_rate} "
-              f"Hz; Ctrl-C stops", file=sys.stderr, flush=True)
+        print(f"fpstream: serving {server.url} and the OpenAI speech API at "
+              f"{server.http_url}/v1 ({auth}){extra}, voice at {engine.sample_rate} Hz; "
+              f"Ctrl-C stops", file=sys.stderr, flush=True)
 
     try:
         run_server(engine, args.host, args.port, token=token, on_ready=ready, also=also,

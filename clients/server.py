@@ -1,9 +1,11 @@
-"""Websocket text-to-speech server: text in (whole, or LLM-style deltas), PCM out.
+"""The server: every front on one port (:mod:`clients.app`), served by uvicorn.
 
-One websocket connection is one *session*; a session speaks one *utterance* at a time, and
-can speak any number of them in turn. The protocol is documented in README.md, section
-"Websocket protocol". In short (client -> server JSON text frames, server -> client JSON
-text frames plus one binary frame of audio after each ``chunk``)::
+The websocket text-to-speech protocol at ``/v1/tts`` (text in, whole or as LLM-style deltas;
+PCM out), the OpenAI speech API, the browser page and ``/healthz``. One websocket connection is
+one *session*; a session speaks one *utterance* at a time, any number in turn. The websocket
+protocol is documented in README.md, section "Websocket protocol". In short (client -> server
+JSON text frames, server -> client JSON text frames plus one binary frame after each
+``chunk``)::
 
     -> {"type": "start", "sample_rate": 16000, "encoding": "pcm_s16le"}   (optional)
     <- {"type": "ready", "sample_rate": 16000, "encoding": "pcm_s16le", "channels": 1}
@@ -17,6 +19,7 @@ In-process (tests, embedding)::
 
     async with serve_tts(engine, port=0) as server:
         print(server.url)          # ws://127.0.0.1:<port>/v1/tts
+        print(server.http_url)     # http://127.0.0.1:<port> (OpenAI base URL: + "/v1")
 
 Blocking (the ``fpstream serve`` command): :func:`run_server`, which stops cleanly on
 Ctrl-C / SIGTERM.
@@ -29,77 +32,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import ipaddress
-import json
 import logging
-import math
 import signal
-from dataclasses import dataclass, fields
-from http import HTTPStatus
 from pathlib import Path
-from typing import Any, Callable, Sequence
-from urllib.parse import parse_qs
+from typing import Any, Callable, Iterator, Sequence
 
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
+import uvicorn
 
 from engine import Engine
 from engine.errors import InputError
 
-from .protocol import BUSY, CLOSE_BUSY, CLOSE_INTERNAL, DEFAULT_HOST, DEFAULT_PORT, INTERNAL, PATH
-from .session import _Session
+from .app import WEB_INDEX, AppState, ServerLimits, create_app
+from .protocol import DEFAULT_HOST, DEFAULT_PORT, PATH
+
+__all__ = ["ServerLimits", "TTSServer", "WEB_INDEX", "check_listen_args", "is_loopback",
+           "run_server", "serve_tts"]
 
 log = logging.getLogger(__name__)
-
-WEB_INDEX = Path(__file__).parent / "web" / "index.html"
-
-
-@dataclass(frozen=True)
-class ServerLimits:
-    """Per-server limits. Every one bounds memory or work that a client could otherwise grow.
-
-    max_frame_bytes: largest client frame handled; larger ones get a ``too_large`` error and
-        are dropped. Frames over 4x this are not even read: the connection closes with 1009.
-    max_text_chars: text accepted but not yet spoken, per session (``too_large`` beyond it).
-    max_sessions: connections at once; one more gets a ``busy`` error and close code 1013.
-    idle_timeout: seconds without a client message, while no utterance is in progress, after
-        which the server closes the session (code 1000, reason "idle timeout").
-    write_limit: bytes buffered for a client before sending waits (backpressure): a slow
-        reader pauses its own synthesis instead of growing buffers.
-    ping_interval, ping_timeout: websocket keepalive; a peer that stops answering pings
-        (gone, or not reading at all) is disconnected.
-    """
-
-    max_frame_bytes: int = 64 * 1024
-    max_text_chars: int = 100_000
-    max_sessions: int = 16
-    idle_timeout: float = 60.0
-    write_limit: int = 64 * 1024
-    ping_interval: float | None = 20.0
-    ping_timeout: float | None = 20.0
-
-    def __post_init__(self) -> None:
-        for name in ("max_frame_bytes", "max_text_chars", "max_sessions", "write_limit"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise InputError(f"{name} must be a positive integer, got {v!r}")
-        for name in ("idle_timeout", "ping_interval", "ping_timeout"):
-            v = getattr(self, name)
-            if v is None and name != "idle_timeout":
-                continue
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 \
-                    or not math.isfinite(v):
-                raise InputError(f"{name} must be a positive number of seconds, got {v!r}")
-
-    @classmethod
-    def from_kwargs(cls, **limits: Any) -> "ServerLimits":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(limits) - known)
-        if unknown:
-            raise InputError(f"unknown limit(s) {unknown}; known: {sorted(known)}")
-        return cls(**limits)
 
 
 def is_loopback(host: str) -> bool:
@@ -130,9 +80,22 @@ def check_listen_args(host: str, port: int, token: str | None) -> None:
                          "FPSTREAM_TOKEN), or bind to 127.0.0.1")
 
 
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: whoever runs the server decides when it stops
+    (:func:`run_server` on Ctrl-C / SIGTERM, tests and embedders with ``close()``)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    def install_signal_handlers(self) -> None:  # uvicorn < 0.29
+        pass
+
+
 class TTSServer:
-    """The websocket server around one :class:`Engine`. Use as an async context manager
-    (see :func:`serve_tts`); ``port=0`` picks a free port, read back from :attr:`port`."""
+    """Every front around one :class:`Engine` (:func:`clients.app.create_app`) on one port.
+    Use as an async context manager (see :func:`serve_tts`); ``port=0`` picks a free port,
+    read back from :attr:`port`."""
 
     def __init__(self, engine: Engine, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
                  token: str | None = None, limits: ServerLimits | None = None,
@@ -143,44 +106,65 @@ class TTSServer:
         self.requested_port = port
         self.token = token
         self.limits = limits or ServerLimits()
-        self.web_index = web_index
-        self.sessions: dict[int, _Session] = {}
-        self._ids = 0
-        self._server: Server | None = None
+        self.app = create_app(engine, token, self.limits, web_index)
+        self.state: AppState = self.app.state.fronts
+        self._uv: _Uvicorn | None = None
+        self._task: asyncio.Task | None = None
+
+    @property
+    def sessions(self) -> dict:
+        """Open websocket sessions by id."""
+        return self.state.sessions
 
     @property
     def port(self) -> int:
-        if self._server is None:
+        if self._uv is None or not self._uv.servers:
             raise RuntimeError("the server is not started")
-        return self._server.sockets[0].getsockname()[1]
+        return self._uv.servers[0].sockets[0].getsockname()[1]
+
+    @property
+    def http_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
     @property
     def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"ws://{host}:{self.port}{PATH}"
+        """The websocket URL."""
+        return "ws" + self.http_url[4:] + PATH
 
     async def start(self) -> "TTSServer":
         lim = self.limits
-        self._server = await serve(
-            self._handle, self.host, self.requested_port,
-            process_request=self._process_request,
+        config = uvicorn.Config(
+            self.app, host=self.host, port=self.requested_port, lifespan="off",
+            ws="websockets-sansio",
             # Frames past the soft limit are still read (to answer "too_large"); past 4x
             # they are refused unread and the connection closes with 1009.
-            max_size=4 * lim.max_frame_bytes,
-            max_queue=16,  # client frames read ahead: bounded memory per session
-            write_limit=lim.write_limit,
-            ping_interval=lim.ping_interval, ping_timeout=lim.ping_timeout,
-            compression=None,  # PCM does not compress; deflate would only cost CPU
-        )
-        log.info("listening on %s", self.url)
+            ws_max_size=4 * lim.max_frame_bytes,
+            ws_ping_interval=lim.ping_interval, ws_ping_timeout=lim.ping_timeout,
+            ws_per_message_deflate=False,  # PCM does not compress; deflate would cost CPU
+            log_config=None, access_log=False,
+            timeout_graceful_shutdown=5)
+        self._uv = _Uvicorn(config)
+        self._task = asyncio.ensure_future(self._uv.serve())
+        while not self._uv.started:  # uvicorn sets it once its sockets listen
+            if self._task.done():  # it failed to start, e.g. the port is taken
+                self._task.result()
+                raise OSError(f"cannot listen on {self.host}:{self.requested_port}")
+            await asyncio.sleep(0.01)
+        log.info("listening on %s (websocket %s)", self.http_url, self.url)
         return self
 
     async def close(self) -> None:
-        """Stop accepting, close sessions (code 1001), cancel their synthesis, wait."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        """Close websocket sessions (code 1001) and stop their synthesis, finish HTTP
+        responses in flight (cancelled after 5 s), stop listening."""
+        if self._uv is None:
+            return
+        await self.state.close_sessions(1001, "server shutting down")
+        self._uv.should_exit = True
+        assert self._task is not None
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._uv = self._task = None
 
     async def __aenter__(self) -> "TTSServer":
         return await self.start()
@@ -188,87 +172,12 @@ class TTSServer:
     async def __aexit__(self, *exc: Any) -> None:
         await self.close()
 
-    # ------------------------------------------------------------------ HTTP side
-
-    def _authorized(self, request: Request, query: str) -> bool:
-        if self.token is None:
-            return True
-        want = self.token.encode()
-        header = request.headers.get("Authorization", "")
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), want):
-            return True
-        for value in parse_qs(query).get("token", []):
-            if hmac.compare_digest(value.encode(), want):
-                return True
-        return False
-
-    async def _process_request(self, conn: ServerConnection, request: Request
-                               ) -> Response | None:
-        """Route before the websocket handshake: /v1/tts (after auth), GET / (a browser page,
-        when clients/web/index.html exists), 404 otherwise."""
-        path, _, query = request.path.partition("?")
-        if path not in (PATH, "/"):
-            return conn.respond(HTTPStatus.NOT_FOUND, f"not found; the websocket is at {PATH}\n")
-        if not self._authorized(request, query):
-            # The query string is not logged: it may hold a (wrong) token.
-            log.info("rejected %s from %s: missing or wrong token", path, conn.remote_address)
-            response = conn.respond(HTTPStatus.UNAUTHORIZED,
-                                    "unauthorized: send 'Authorization: Bearer <token>' or "
-                                    "?token=<token>\n")
-            response.headers["WWW-Authenticate"] = 'Bearer realm="fpstream"'
-            return response
-        if path == PATH:
-            return None  # go on with the websocket handshake
-        if self.web_index is None or not self.web_index.is_file():
-            return conn.respond(HTTPStatus.NOT_FOUND, f"not found; the websocket is at {PATH}\n")
-        html = await asyncio.to_thread(self.web_index.read_text, encoding="utf-8")
-        response = conn.respond(HTTPStatus.OK, html)
-        del response.headers["Content-Type"]
-        response.headers["Content-Type"] = "text/html; charset=utf-8"
-        return response
-
-    # ------------------------------------------------------------------ websocket side
-
-    async def _handle(self, conn: ServerConnection) -> None:
-        if len(self.sessions) >= self.limits.max_sessions:
-            log.warning("refusing a session: %d at once is the limit", self.limits.max_sessions)
-            try:
-                await conn.send(json.dumps({
-                    "type": "error", "code": BUSY,
-                    "message": f"the server is busy ({self.limits.max_sessions} sessions); "
-                               "try again later"}))
-                await conn.close(CLOSE_BUSY, "busy")
-            except ConnectionClosed:
-                pass
-            return
-        self._ids += 1
-        session = _Session(self, conn, self._ids)
-        self.sessions[session.id] = session
-        log.info("session %d opened from %s (%d open)", session.id, conn.remote_address,
-                 len(self.sessions))
-        try:
-            await session.run()
-        except Exception:  # noqa: BLE001 - a bug: close this session, keep the server
-            log.exception("session %d failed", session.id)
-            try:
-                await session.send({"type": "error", "code": INTERNAL,
-                                    "message": "internal server error"})
-            except Exception:  # noqa: BLE001 - the connection may be gone already
-                pass
-            await conn.close(CLOSE_INTERNAL, "internal error")
-        finally:
-            del self.sessions[session.id]
-            # conn.protocol: ServerConnection.close_code only exists from websockets 14.
-            log.info("session %d closed (%s %s)", session.id, conn.protocol.close_code,
-                     conn.protocol.close_reason or "")
-
 
 def serve_tts(engine: Engine, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *,
               token: str | None = None, web_index: Path | None = WEB_INDEX,
               **limits: Any) -> TTSServer:
     """A :class:`TTSServer` for ``async with``; ``limits`` are :class:`ServerLimits` fields
-    (max_frame_bytes, max_text_chars, max_sessions, idle_timeout, write_limit, ...).
+    (max_frame_bytes, max_text_chars, max_sessions, idle_timeout, max_input_chars, ...).
 
         async with serve_tts(engine, port=0, max_sessions=4) as server:
             ...  # clients connect to server.url
@@ -287,6 +196,14 @@ def run_server(engine: Engine, host: str = DEFAULT_HOST, port: int = DEFAULT_POR
     a Wyoming server on the same engine) entered after this server, closed before it.
     ``on_ready(server)`` runs once everything listens."""
     server = serve_tts(engine, host, port, token=token, **limits)
+    serve_until_signal([server, *also],
+                       on_ready=None if on_ready is None else (lambda: on_ready(server)))
+
+
+def serve_until_signal(servers: Sequence[contextlib.AbstractAsyncContextManager],
+                       on_ready: Callable[[], None] | None = None) -> None:
+    """Enter ``servers`` in order, run until Ctrl-C or SIGTERM, then close them in reverse
+    order (the blocking entry point of the ``fpstream`` serving commands)."""
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -299,13 +216,13 @@ def run_server(engine: Engine, host: str = DEFAULT_HOST, port: int = DEFAULT_POR
             except (NotImplementedError, RuntimeError):  # Windows, or not the main thread
                 pass
         try:
-            async with server, contextlib.AsyncExitStack() as extras:
-                for cm in also:
-                    await extras.enter_async_context(cm)
+            async with contextlib.AsyncExitStack() as stack:
+                for cm in servers:
+                    await stack.enter_async_context(cm)
                 if on_ready is not None:
-                    on_ready(server)
+                    on_ready()
                 await stop.wait()
-                log.info("shutting down: closing %d session(s)", len(server.sessions))
+                log.info("shutting down")
         finally:
             for sig in handled:
                 loop.remove_signal_handler(sig)

@@ -16,9 +16,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
-from websockets.protocol import State
 
 from engine import AsyncStream, Engine
 from engine.errors import InputError
@@ -29,12 +26,13 @@ from .protocol import (BAD_REQUEST, CLOSE_NORMAL, DEFAULT_ENCODING, ENCODINGS, E
                        INTERNAL, MULAW_RATE, OPTION_FIELDS, START_FIELDS, TOO_LARGE, VOICES)
 
 if TYPE_CHECKING:
-    from .server import TTSServer
+    from .app import AppState
 
 log = logging.getLogger(__name__)
 
-# How often a session that is speaking checks whether the client started closing.
-_CLOSE_POLL_S = 0.05
+
+class SessionClosed(Exception):
+    """The client's connection is gone (or closing): the session ends."""
 
 
 class ProtocolError(InputError):
@@ -136,7 +134,7 @@ class _Utterance:
 class _Session:
     """One websocket connection: reads client messages, runs utterances one at a time."""
 
-    def __init__(self, server: "TTSServer", conn: ServerConnection, sid: int):
+    def __init__(self, server: "AppState", conn: Any, sid: int):
         self.server = server
         self.engine = server.engine
         self.limits = server.limits
@@ -160,37 +158,30 @@ class _Session:
                     recv = asyncio.ensure_future(self.conn.recv())
                 waiting: set[asyncio.Future] = {recv}
                 speaking = self.utt is not None and self.utt.pump is not None
+                timeout: float | None = None  # no idle clock while an utterance runs
                 if speaking:
                     waiting.add(self.utt.pump)  # to restart the idle clock when it ends
-                    timeout = _CLOSE_POLL_S
                 else:
                     timeout = max(0.0, self.last_activity + self.limits.idle_timeout
                                   - self.loop.time())
+                # A client's close frame ends recv() at once (the server answers it), even
+                # while our writer waits on a client that reads no more: the finally below
+                # then cancels the synthesis.
                 done, _ = await asyncio.wait(waiting, timeout=timeout,
                                              return_when=asyncio.FIRST_COMPLETED)
-                if not done and speaking:
-                    # recv() only fails once the TCP connection is gone. A client that
-                    # sent a close frame but reads no more would keep our writer (and its
-                    # paused engine request) waiting for the whole close timeout: stop the
-                    # synthesis as soon as the close frame is in.
-                    if self.conn.protocol.state is not State.OPEN:
-                        log.info("session %d: client is closing; cancelling synthesis",
-                                 self.id)
-                        await self.stop_utterance(drain_pair=False)
-                    continue
                 if not done:
                     log.info("session %d: idle for %.0f s, closing", self.id,
                              self.limits.idle_timeout)
                     await self.conn.close(CLOSE_NORMAL, "idle timeout")
                     return
                 if recv in done:
-                    message = recv.result()  # ConnectionClosed ends the session
+                    message = recv.result()  # SessionClosed ends the session
                     recv = None
                     self.last_activity = self.loop.time()
                     await self.handle(message)
                 else:
                     self.last_activity = self.loop.time()  # an utterance ended
-        except ConnectionClosed:
+        except SessionClosed:
             pass
         finally:
             if recv is not None:
@@ -337,7 +328,7 @@ class _Session:
                            "rtf": round(seconds / wall, 3) if wall > 0 else None}
                 log.info("session %d: utterance done: %.2f s of audio, TTFA %s ms, RTF %s",
                          self.id, seconds, ttfa, outcome["rtf"])
-        except ConnectionClosed:
+        except SessionClosed:
             pass  # the session's reader sees it too and cleans up
         except InputError as e:  # the engine's verdict on the text, e.g. nothing speakable
             outcome = {"type": "error", "code": BAD_REQUEST, "message": str(e)}
@@ -356,7 +347,7 @@ class _Session:
         if outcome is not None:
             try:
                 await self.send(outcome)
-            except ConnectionClosed:
+            except SessionClosed:
                 pass
 
     async def stop_utterance(self, drain_pair: bool) -> None:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from functools import partial
 from importlib import metadata
 from typing import Any, Callable
@@ -52,7 +51,7 @@ from engine.errors import InputError
 from engine.pcm import encode
 
 from .protocol import BAD_REQUEST, BUSY, INTERNAL, TOO_LARGE
-from .server import is_loopback
+from .server import is_loopback, serve_until_signal
 
 log = logging.getLogger(__name__)
 
@@ -552,26 +551,4 @@ def run_wyoming(engine: Engine, uri: str = DEFAULT_URI, *, allow_remote: bool = 
     """Serve Wyoming until Ctrl-C or SIGTERM (``fpstream wyoming``). The address is checked
     (InputError) before anything listens; ``on_ready(server)`` runs once listening."""
     server = serve_wyoming(engine, uri, allow_remote=allow_remote, **limits)
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        handled = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, stop.set)
-                handled.append(sig)
-            except (NotImplementedError, RuntimeError):  # Windows, or not the main thread
-                pass
-        try:
-            async with server:
-                if on_ready is not None:
-                    on_ready(server)
-                await stop.wait()
-                log.info("shutting down: closing %d Wyoming connection(s)",
-                         len(server.handlers))
-        finally:
-            for sig in handled:
-                loop.remove_signal_handler(sig)
-
-    asyncio.run(main())
+    serve_until_signal([server], on_ready=None if on_ready is None else (lambda: on_ready(server)))
