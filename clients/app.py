@@ -17,7 +17,7 @@ import logging
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -237,19 +237,17 @@ def create_app(engine: Engine, token: str | None = None, limits: ServerLimits | 
             raise oa.ApiError(401, "missing or wrong API key: send 'Authorization: Bearer "
                                    "<token>'", code="invalid_api_key")
 
-    async def models(request: Request) -> Response:
-        try:
-            api_auth(request)
-        except oa.ApiError as e:
-            return _api_error(e)
-        return JSONResponse(oa.models_body())
+    def listing(body: Callable[[], dict[str, Any]]) -> Callable:
+        """A GET route of the OpenAI API that lists something (token checked first)."""
 
-    async def voices(request: Request) -> Response:
-        try:
-            api_auth(request)
-        except oa.ApiError as e:
-            return _api_error(e)
-        return JSONResponse(oa.voices_body())
+        async def route(request: Request) -> Response:
+            try:
+                api_auth(request)
+            except oa.ApiError as e:
+                return _api_error(e)
+            return JSONResponse(body())
+
+        return route
 
     async def speech(request: Request) -> Response:
         try:
@@ -302,8 +300,8 @@ def create_app(engine: Engine, token: str | None = None, limits: ServerLimits | 
         WebSocketRoute("/{path:path}", no_socket_here),  # 404, not a bare 403
         Route("/", page, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
-        Route("/v1/models", models, methods=["GET"]),
-        Route("/v1/audio/voices", voices, methods=["GET"]),
+        Route("/v1/models", listing(oa.models_body), methods=["GET"]),
+        Route("/v1/audio/voices", listing(oa.voices_body), methods=["GET"]),
         Route("/v1/audio/speech", speech, methods=["POST"]),
         Route("/{path:path}", not_found, methods=["GET", "HEAD", "POST", "PUT", "DELETE"]),
     ])

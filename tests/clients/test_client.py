@@ -59,11 +59,6 @@ class ServerThread:
 
 
 @pytest.fixture(scope="module")
-def engine(served_engine):
-    return served_engine
-
-
-@pytest.fixture(scope="module")
 def server(engine):
     with ServerThread(engine, token=TOKEN) as srv:
         yield srv

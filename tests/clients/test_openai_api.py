@@ -55,11 +55,6 @@ class _ServerThread:
 
 
 @pytest.fixture(scope="module")
-def engine(served_engine):
-    return served_engine
-
-
-@pytest.fixture(scope="module")
 def server(engine):
     s = _ServerThread(engine, max_input_chars=200, max_sessions=2)
     yield s

@@ -32,16 +32,6 @@ LONG = " ".join(SENTENCES)  # about 54 s of audio: many chunks
 SHORT = "Hello there, my friend. How are you today?"
 
 
-@pytest.fixture(scope="module")
-def engine(served_engine):
-    return served_engine
-
-
-@pytest.fixture(scope="module")
-def short_ref(engine):
-    return engine.synthesize(SHORT)
-
-
 def run(coro):
     return asyncio.run(asyncio.wait_for(coro, timeout=60))
 

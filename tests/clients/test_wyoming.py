@@ -41,16 +41,6 @@ HI = "Hi there."
 
 
 @pytest.fixture(scope="module")
-def engine(served_engine):
-    return served_engine
-
-
-@pytest.fixture(scope="module")
-def short_ref(engine):
-    return engine.synthesize(SHORT)
-
-
-@pytest.fixture(scope="module")
 def multi_engine():
     """The tiny voice with three speakers (a speaker table added to its FastPitch)."""
     import torch
