@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, \
     StreamingResponse
 from starlette.routing import Route, WebSocketRoute
@@ -169,6 +169,22 @@ _UNAUTHORIZED = "unauthorized: send 'Authorization: Bearer <token>' or ?token=<t
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="fpstream"'}
 
 
+class _OwnedStream(StreamingResponse):
+    """A streaming response that runs ``done()`` however it ends: sent in full, the client
+    gone (even before the body started), or cancelled. The engine request and the session
+    budget are released there, not in the body generator, which may never start."""
+
+    def __init__(self, done: Callable[[], None], *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._done = done
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._done()
+
+
 def _api_error(e: oa.ApiError) -> JSONResponse:
     headers = {"Retry-After": "1"} if e.status == 503 else None
     return JSONResponse(e.body(), status_code=e.status, headers=headers)
@@ -252,7 +268,10 @@ def create_app(engine: Engine, token: str | None = None, limits: ServerLimits | 
     async def speech(request: Request) -> Response:
         try:
             api_auth(request)
-            body = await _read_body(request, state.limits.max_body_bytes)
+            try:
+                body = await _read_body(request, state.limits.max_body_bytes)
+            except ClientDisconnect:  # gone while sending its request: nobody to answer
+                return Response(status_code=400)
             req = oa.parse_speech_request(body, request.headers.get("content-type"),
                                           state.limits.max_input_chars)
             if not state.acquire():
@@ -273,19 +292,24 @@ def create_app(engine: Engine, token: str | None = None, limits: ServerLimits | 
             return JSONResponse({"error": {"message": "internal server error",
                                            "type": "server_error", "param": None,
                                            "code": INTERNAL}}, status_code=500)
+        except BaseException:  # cancelled (e.g. shutdown): the slot is still given back
+            state.release()
+            raise
 
-        async def body_with_release():
+        async def body():
             try:
                 async for part in oa.speech_body(stream, first, req, engine.sample_rate):
                     yield part
             except Exception:  # noqa: BLE001 - headers are out: log, end the body early
                 log.exception("speech response failed mid-stream")
-            finally:
-                state.release()
 
-        return StreamingResponse(body_with_release(), media_type=req.content_type,
-                                 headers={"X-Sample-Rate": str(oa.OPENAI_RATE),
-                                          "Cache-Control": "no-store"})
+        def done() -> None:
+            stream.cancel()  # a no-op once the audio is all out
+            state.release()
+
+        return _OwnedStream(done, body(), media_type=req.content_type,
+                            headers={"X-Sample-Rate": str(oa.OPENAI_RATE),
+                                     "Cache-Control": "no-store"})
 
     async def not_found(request: Request) -> Response:
         return PlainTextResponse(f"not found; the websocket is at {PATH}, the OpenAI API "

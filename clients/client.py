@@ -468,7 +468,7 @@ def run_cli(args: argparse.Namespace) -> int:
             raise InputError("--play needs clients/playback.py, which this installation does "
                              "not have; write a file with -o instead") from None
     text = read_text(args)
-    options = {k: getattr(args, k) for k in ("pace", "pitch_shift", "speaker", "denoise")
+    options = {k: getattr(args, k) for k in OPTION_FIELDS
                if getattr(args, k) is not None}
     source: str | Iterable[str] = text
     if args.delta_chars:

@@ -142,6 +142,9 @@ def parse_speech_request(body: bytes, content_type: str | None,
         raise ApiError(400, f"speed must be a number from {SPEED_RANGE[0]} to {SPEED_RANGE[1]}, "
                             f"got {speed!r}", "speed")
     fmt = msg.get("response_format") or "mp3"
+    if not isinstance(fmt, str):
+        raise ApiError(400, f"response_format must be a string, got {type(fmt).__name__}",
+                       "response_format")
     if fmt in UNSUPPORTED_FORMATS:
         raise ApiError(400, f"response_format {fmt!r} is not supported here: "
                             f"{UNSUPPORTED_FORMATS[fmt]}", "response_format", "unsupported_format")
@@ -149,7 +152,7 @@ def parse_speech_request(body: bytes, content_type: str | None,
         raise ApiError(400, f"response_format must be one of {', '.join(FORMATS)}, got {fmt!r}",
                        "response_format")
     stream_format = msg.get("stream_format") or "audio"
-    if stream_format not in ("audio", "sse"):
+    if not isinstance(stream_format, str) or stream_format not in ("audio", "sse"):
         raise ApiError(400, f"stream_format must be 'audio' or 'sse', got {stream_format!r}",
                        "stream_format")
     instructions = msg.get("instructions")

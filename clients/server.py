@@ -35,6 +35,7 @@ import contextlib
 import ipaddress
 import logging
 import signal
+import socket
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -110,6 +111,7 @@ class TTSServer:
         self.state: AppState = self.app.state.fronts
         self._uv: _Uvicorn | None = None
         self._task: asyncio.Task | None = None
+        self._sock: socket.socket | None = None
 
     @property
     def sessions(self) -> dict:
@@ -118,9 +120,9 @@ class TTSServer:
 
     @property
     def port(self) -> int:
-        if self._uv is None or not self._uv.servers:
+        if self._uv is None:
             raise RuntimeError("the server is not started")
-        return self._uv.servers[0].sockets[0].getsockname()[1]
+        return self._sock.getsockname()[1]
 
     @property
     def http_url(self) -> str:
@@ -145,11 +147,19 @@ class TTSServer:
             log_config=None, access_log=False,
             timeout_graceful_shutdown=5)
         self._uv = _Uvicorn(config)
-        self._task = asyncio.ensure_future(self._uv.serve())
-        while not self._uv.started:  # uvicorn sets it once its sockets listen
-            if self._task.done():  # it failed to start, e.g. the port is taken
-                self._task.result()
-                raise OSError(f"cannot listen on {self.host}:{self.requested_port}")
+        # The socket is bound here, so a taken port is an OSError for the caller (uvicorn
+        # would sys.exit() from inside its task).
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.create_server((self.host.strip("[]"), self.requested_port),
+                                    family=family, reuse_port=False)
+        self._sock = sock
+        self._task = asyncio.ensure_future(self._uv.serve(sockets=[sock]))
+        while not self._uv.started:  # uvicorn sets it once it serves the socket
+            if self._task.done():
+                sock.close()
+                self._task.result()  # its exception, if any
+                raise OSError(f"the server on {self.host}:{self.requested_port} stopped "
+                              "while starting")
             await asyncio.sleep(0.01)
         log.info("listening on %s (websocket %s)", self.http_url, self.url)
         return self
@@ -159,12 +169,15 @@ class TTSServer:
         responses in flight (cancelled after 5 s), stop listening."""
         if self._uv is None:
             return
-        await self.state.close_sessions(1001, "server shutting down")
-        self._uv.should_exit = True
-        assert self._task is not None
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._uv = self._task = None
+        try:
+            await self.state.close_sessions(1001, "server shutting down")
+        finally:
+            self._uv.should_exit = True
+            assert self._task is not None
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._sock.close()
+            self._uv = self._task = None
 
     async def __aenter__(self) -> "TTSServer":
         return await self.start()

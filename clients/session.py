@@ -364,7 +364,8 @@ class _Session:
             if not (drain_pair and utt.in_pair):
                 pump.cancel()
             await asyncio.gather(pump, return_exceptions=True)
-        self.utt = None
+        if self.utt is utt:  # a newer utterance opened meanwhile is not this one to drop
+            self.utt = None
 
     # ------------------------------------------------------------------ sending
 

@@ -90,6 +90,10 @@ class Engine:
         self._new: queue.Queue[RequestState] = queue.Queue()
         self._wakeup = threading.Event()
         self._closed = False
+        self._lifecycle = threading.Lock()  # orders _submit against close()
+        # The runner's buffers (mel store, static-shape inputs) are used by one thread at a
+        # time: the loop's steps and vocode() calls from other threads take turns.
+        self._runner_lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="fpstream-engine", daemon=True)
         self._thread.start()
 
@@ -109,7 +113,8 @@ class Engine:
 
     def close(self) -> None:
         """Stop the loop; open streams end."""
-        self._closed = True
+        with self._lifecycle:
+            self._closed = True
         self._wake()
         self._thread.join(timeout=5)
 
@@ -178,8 +183,13 @@ class Engine:
         if mel_t.dim() != 2 or mel_t.size(0) != self.voice.hifigan.config.num_mels:
             raise InputError(f"mel must be (80, T), got {tuple(mel_t.shape)}")
         mel_t = mel_t.to(self.runner.device, self.runner.dtype)
-        if not streaming:
-            return self.runner.vocode_full(mel_t, denoise)
+        with self._runner_lock:  # between the loop's steps, never inside one
+            if not streaming:
+                return self.runner.vocode_full(mel_t, denoise)
+            return self._vocode_streaming(mel_t, window_sizes, denoise)
+
+    def _vocode_streaming(self, mel_t: torch.Tensor, window_sizes: tuple[int, ...] | None,
+                          denoise: float) -> np.ndarray:
         opts = SynthesisOptions(denoise=denoise)
         ctx_l, ctx_r = self.runner.contexts(opts)
         planner = WindowPlanner(ctx_l, ctx_r, self.config.overlap,
@@ -207,13 +217,19 @@ class Engine:
 
     def _submit(self, options: SynthesisOptions, sink: Sink, keep_mel: bool = False
                 ) -> RequestState:
-        if self._closed:
-            raise RuntimeError("engine is closed")
+        n_speakers = self.voice.fastpitch.config.n_speakers
+        if options.speaker >= n_speakers:
+            # Checked here: an out-of-range id would fail the whole FastPitch batch.
+            raise InputError(f"speaker must be in 0..{n_speakers - 1} for this voice, got "
+                             f"{options.speaker}")
         ctx_l, ctx_r = self.runner.contexts(options)
         planner = WindowPlanner(ctx_l, ctx_r, self.config.overlap, self.config.window_sizes)
         req = RequestState(options, sink, planner, self.config.policy, self.config.max_inbox,
                            keep_mel=keep_mel)
-        self._new.put(req)
+        with self._lifecycle:  # never enqueued after the loop's last look at the queue
+            if self._closed:
+                raise RuntimeError("engine is closed")
+            self._new.put(req)
         self._wake()
         return req
 
@@ -239,11 +255,21 @@ class Engine:
                 # Idle: sleep until woken; short timeouts let time-based releases happen.
                 self._wakeup.wait(timeout=0.02 if self._requests else 0.5)
                 self._wakeup.clear()
+        while True:  # requests submitted while the loop was stopping
+            try:
+                req = self._new.get_nowait()
+            except queue.Empty:
+                break
+            self._requests[req.id] = req
         for req in list(self._requests.values()):
             self._finish(req, END)
 
     def step(self) -> bool:
         """One scheduling step. Returns whether any model work was done."""
+        with self._runner_lock:
+            return self._step()
+
+    def _step(self) -> bool:
         now = time.monotonic()
         while True:
             try:
@@ -252,7 +278,7 @@ class Engine:
                 break
             self._requests[req.id] = req
         for req in list(self._requests.values()):
-            if req.cancelled:
+            if req.cancelled or req.sink.dead:
                 self._finish(req, END)
             else:
                 self._take_text(req, now)
@@ -303,8 +329,19 @@ class Engine:
         items = [r.fp_queue.popleft() for r in reqs]
         try:
             pieces = self.runner.fastpitch([(ids, r.options) for r, (_, ids) in zip(reqs, items)])
-        except Exception as e:  # noqa: BLE001 - fail these requests, keep the engine alive
-            self._fail(reqs, "synthesis", e)
+        except Exception as e:  # noqa: BLE001 - fail the culprit only, keep the engine alive
+            if len(reqs) == 1:
+                self._fail(reqs, "synthesis", e)
+                return True
+            # Which request broke the batch (e.g. its pitch_transform raised)? Run each alone.
+            kept = []
+            for r, item in zip(reqs, items):
+                try:
+                    kept.append((r, item, self.runner.fastpitch([(item[1], r.options)])[0]))
+                except Exception as e1:  # noqa: BLE001
+                    self._fail([r], "synthesis", e1)
+            if kept:
+                self._append_mels(*map(list, zip(*kept)))
             return True
         self._append_mels(reqs, items, pieces)
         return True
@@ -374,9 +411,14 @@ class Engine:
                 self._finish(r, END)
 
     def _fail(self, reqs: list[RequestState], what: str, error: Exception) -> None:
-        """A batch raised: a bug, not the users' fault. Log it, end those requests with an
-        error (the fronts report it as internal), keep the engine running for the others."""
-        log.exception("%s batch failed", what)
+        """A batch raised. The user's error (InputError) ends those requests as itself; any
+        other is a bug: logged with its traceback, the requests end with an error the fronts
+        report as internal. The engine goes on for the others."""
+        if isinstance(error, InputError):
+            for r in reqs:
+                self._finish(r, error)
+            return
+        log.error("%s batch failed", what, exc_info=error)
         for r in reqs:
             self._finish(r, RuntimeError(f"{what} failed: {error}"))
 

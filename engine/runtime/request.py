@@ -97,7 +97,8 @@ class SynthesisOptions:
 
 
 # The per-request option names, in one place: SynthesisOptions' fields. The websocket
-# protocol's `start` message, the client and the CLI flags derive theirs from it.
+# protocol's `start` fields (clients.protocol), the server's checks and the client's
+# keyword options derive theirs from it.
 OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in fields(SynthesisOptions))
 # The options a JSON message can carry (a callable cannot travel over the wire).
 WIRE_OPTION_NAMES: tuple[str, ...] = tuple(n for n in OPTION_NAMES if n != "pitch_transform")

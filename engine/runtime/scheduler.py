@@ -90,8 +90,9 @@ class SchedulerLimits:
     max_mel_backlog: int = 2000  # un-vocoded frames per request before FastPitch waits
 
     def __post_init__(self) -> None:
-        if min(self.max_pending_chunks, self.max_batch_vocoder, self.max_batch_fastpitch) < 1:
-            raise InputError("batch sizes and max_pending_chunks must be >= 1")
+        if min(self.max_pending_chunks, self.max_batch_vocoder, self.max_batch_fastpitch,
+               self.max_mel_backlog) < 1:
+            raise InputError("batch sizes, max_pending_chunks and max_mel_backlog must be >= 1")
 
 
 class Scheduler:

@@ -39,6 +39,7 @@ class Sink:
         self.q: Any = asyncio.Queue() if loop is not None else queue.Queue()
         self._outstanding = 0
         self._lock = threading.Lock()
+        self.dead = False  # the consumer's event loop is closed: the engine drops the request
 
     def put(self, item: Any) -> None:
         """Deliver from the engine thread."""
@@ -50,7 +51,7 @@ class Sink:
             try:
                 self.loop.call_soon_threadsafe(self.q.put_nowait, item)
             except RuntimeError:  # the consumer's event loop is closed: nobody listens
-                pass
+                self.dead = True
 
     def taken(self) -> None:
         with self._lock:
@@ -90,6 +91,10 @@ class _StreamCore:
             raise item
         return item
 
+    def _gone(self) -> bool:
+        """The request takes no more text: cancelled, or already ended by the engine."""
+        return self._req.cancelled or self._req.finished
+
     def _offer(self, event: tuple[str, Any]) -> bool:
         """Put a text event into the request's inbox if it has room (never blocks)."""
         try:
@@ -101,10 +106,9 @@ class _StreamCore:
 
     def _post_blocking(self, event: tuple[str, Any]) -> None:
         """Put a text event, waiting while the inbox is full (a fast producer waits here)."""
-        req = self._req
-        while not req.cancelled:
+        while not self._gone():
             try:
-                req.inbox.put(event, timeout=0.1)
+                self._req.inbox.put(event, timeout=0.1)
             except queue.Full:
                 continue
             self._engine._wake()
@@ -116,7 +120,7 @@ class _StreamCore:
         def run() -> None:
             try:
                 for d in deltas:
-                    if self._req.cancelled:
+                    if self._gone():
                         return
                     self._post_blocking(("text", _check_text(d)))
                 self._post_blocking(("end", None))
@@ -231,7 +235,7 @@ class AsyncStream(_StreamCore):
     async def _feed_async(self, deltas: AsyncIterable[str]) -> None:
         try:
             async for d in deltas:
-                if self._req.cancelled:
+                if self._gone():
                     return
                 await self._post(("text", _check_text(d)))
             await self._post(("end", None))
@@ -242,7 +246,7 @@ class AsyncStream(_StreamCore):
 
     def _post(self, event: tuple[str, Any]) -> asyncio.Future:
         fut = self._loop.create_future()
-        if self._req.cancelled:
+        if self._gone():
             fut.set_result(None)
         elif not self._backlog and self._offer(event):
             fut.set_result(None)
@@ -255,7 +259,7 @@ class AsyncStream(_StreamCore):
     async def _drain(self) -> None:
         """Move backlogged events into the inbox as it frees up, in order."""
         try:
-            while self._backlog and not self._req.cancelled:
+            while self._backlog and not self._gone():
                 event, fut = self._backlog[0]
                 if self._offer(event):
                     self._backlog.popleft()
@@ -282,3 +286,9 @@ class AsyncStream(_StreamCore):
 
     async def aclose(self) -> None:
         self.cancel()
+
+    def __del__(self) -> None:
+        # Dropped without cancel() (a consumer that broke out of its loop, or whose event
+        # loop ended): the engine frees the request at its next step.
+        if not self._done:
+            self._req.cancelled = True

@@ -235,6 +235,8 @@ BAD = [
      None, 400, "speed"),
     ("unknown format", {"model": "m", "input": "Hi.", "voice": "alloy",
                         "response_format": "ogg"}, None, 400, "response_format"),
+    ("format not a string", {"model": "m", "input": "Hi.", "voice": "alloy",
+                             "response_format": ["pcm"]}, None, 400, "response_format"),
     ("aac refused", {"model": "m", "input": "Hi.", "voice": "alloy", "response_format": "aac"},
      None, 400, "response_format"),
     ("bad stream_format", {"model": "m", "input": "Hi.", "voice": "alloy",

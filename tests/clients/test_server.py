@@ -652,3 +652,13 @@ def test_stream_resampler_has_no_seams():
     with pytest.raises(ValueError):
         resample(np.zeros((2, 10), np.float32), 22050, 16000)
     assert pcm16_to_float(np.array([32767, -32767, 0], np.int16)).tolist() == [1.0, -1.0, 0.0]
+
+
+def test_a_taken_port_is_an_oserror(engine):
+    async def main():
+        async with serve_tts(engine, port=0) as first:
+            with pytest.raises(OSError):
+                await serve_tts(engine, port=first.port).start()
+            return first.port
+
+    assert run(main()) > 0

@@ -8,7 +8,9 @@ or not), and all ways of feeding the same text give the same audio.
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -146,3 +148,77 @@ def test_bad_text_sources_are_input_errors(engine) -> None:
     # Nothing speakable: the engine's verdict is the user's error too.
     with pytest.raises(InputError, match="nothing speakable"):
         engine.synthesize("   ")
+
+
+def test_dropped_async_stream_frees_its_request(engine) -> None:
+    async def main() -> None:
+        async for _ in engine.astream(TEXT + " " + TEXT):
+            break  # no cancel(): the stream object is dropped
+
+    asyncio.run(main())
+    gc.collect()
+    _wait_idle(engine)
+
+
+def test_producer_stops_when_the_engine_ends_the_request(engine) -> None:
+    """A request that fails (here its pitch_transform raises) ends; its producer thread stops
+    iterating instead of waiting forever on the request's inbox."""
+    pulled = []
+
+    def endless():
+        while True:
+            pulled.append(1)
+            yield "More words to speak. "
+            time.sleep(0.005)
+
+    def broken(pitch, lens, mean, std):
+        raise RuntimeError("a broken pitch hook")
+
+    with pytest.raises(RuntimeError, match="synthesis failed"):
+        list(engine.stream(endless(), pitch_transform=broken))
+    time.sleep(0.5)
+    n = len(pulled)
+    time.sleep(0.5)
+    assert len(pulled) == n  # the feeder has stopped
+    _wait_idle(engine)
+
+
+def test_a_failing_request_does_not_fail_its_batch_mates(engine, reference) -> None:
+    def broken(pitch, lens, mean, std):
+        raise RuntimeError("a broken pitch hook")
+
+    bad = engine.open(pitch_transform=broken)
+    good = engine.open()
+    for s in (bad, good):
+        s.send(TEXT)
+        s.end()
+    np.testing.assert_array_equal(_audio(good), reference)
+    with pytest.raises(RuntimeError):
+        list(bad)
+
+
+def test_speaker_out_of_range_is_the_users_error(engine) -> None:
+    assert engine.voice.fastpitch.config.n_speakers == 1
+    with pytest.raises(InputError, match="speaker"):
+        engine.open(speaker=1)
+    _wait_idle(engine)
+
+
+def test_close_ends_streams_submitted_as_it_stops() -> None:
+    eng = Engine.load(fastpitch=DATA / "tiny_fastpitch.pt", hifigan=DATA / "tiny_hifigan.pt",
+                      device="cpu")
+    streams = [eng.open() for _ in range(3)]
+    eng.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        eng.open()
+    done = threading.Event()
+    threading.Thread(target=lambda: ([list(s) for s in streams], done.set()),
+                     daemon=True).start()
+    assert done.wait(5), "a stream kept its consumer waiting after close()"
+
+
+def _wait_idle(engine, timeout: float = 5.0) -> None:
+    t0 = time.monotonic()
+    while engine.active_requests and time.monotonic() - t0 < timeout:
+        time.sleep(0.01)
+    assert engine.active_requests == 0
