@@ -1,4 +1,9 @@
-"""Shared bench helpers: environment description, statistics, CSV rows, the bench voice."""
+"""Shared bench helpers: environment description, CSV rows, the bench voice, memory.
+
+The timers and statistics (percentile, playback underruns, timed streams) and the 128-character
+phrase are the package's (``clients.benchmark``, also behind ``fpstream bench ttfa``); they are
+re-exported here for the scripts.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +12,16 @@ import datetime as _dt
 import os
 import platform
 import statistics
-import subprocess
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
+from clients.benchmark import (PHRASE_128, engine_run, git_commit, percentile,  # noqa: F401
+                               playback_underruns)
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
-PHRASE_128 = (HERE / "data" / "benchmark_phrase_128.txt").read_text().strip()
 
 # Durations that make speech of a realistic length from random weights: ~7 frames per token
 # (LJSpeech averages ~6-8). The 128-char phrase then gives 9.9 s of audio (its pauses
@@ -36,11 +41,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         dev_name = torch.cuda.get_device_name(device)
     else:
         dev_name = f"{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE,
-                                capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
+    commit = git_commit()
     return {"date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "commit": commit or "unknown", "device": dev_name, "torch": torch.__version__,
             "triton": triton_version, "python": platform.python_version(),
@@ -53,13 +54,6 @@ def summarize(xs: Sequence[float]) -> dict[str, float]:
     q = statistics.quantiles(s, n=4) if len(s) >= 2 else [s[0]] * 3
     return {"median": statistics.median(s), "min": s[0], "max": s[-1], "q1": q[0], "q3": q[2],
             "n": len(s)}
-
-
-def percentile(xs: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile, p in [0, 100]."""
-    s = sorted(xs)
-    k = max(0, min(len(s) - 1, int(round(p / 100 * len(s) + 0.5)) - 1))
-    return s[k]
 
 
 def write_rows(name: str, rows: list[dict[str, Any]]) -> Path:
@@ -115,34 +109,11 @@ def bench_voice(preset: str, hifigan: str | None, device: torch.device):
     return Voice(fp.to(device), gen, den, get_text_processor(), setup, hg_setup)
 
 
-def playback_underruns(arrivals: Sequence[float], durations: Sequence[float],
-                       prebuffer: float = 0.0) -> tuple[int, float]:
-    """Play chunks in real time from the first arrival (+ prebuffer) like a sound card: a
-    chunk that arrives after the audio before it has finished playing is an underrun (the
-    listener hears a gap; playback resumes when it arrives). Returns (underruns, total gap s).
-    """
-    if not arrivals:
-        return 0, 0.0
-    play_end = arrivals[0] + prebuffer + durations[0]
-    under, gap = 0, 0.0
-    for t, d in zip(arrivals[1:], durations[1:]):
-        if t > play_end:
-            under += 1
-            gap += t - play_end
-            play_end = t
-        play_end += d
-    return under, gap
-
-
 def timed_chunks(engine, source) -> tuple[list[float], list[float]]:
     """Stream ``source`` (text or deltas) through ``engine``: (arrival time of each chunk in s
     from the call, duration of each chunk in s)."""
-    t0 = time.perf_counter()
-    arrivals, durations = [], []
-    for chunk in engine.stream(source):
-        arrivals.append(time.perf_counter() - t0)
-        durations.append(len(chunk.audio) / chunk.sample_rate)
-    return arrivals, durations
+    run = engine_run(engine, source)
+    return run.arrivals, run.durations
 
 
 # ---------------------------------------------------------------------------- memory

@@ -18,125 +18,46 @@ run takes a fresh connection, the fronts taking turns:
 The websocket and Wyoming fronts get the 128-character benchmark phrase as one delta, or as
 LLM-style deltas (~4 characters) paced at --token-rate tokens/s. Connecting is not counted.
 Prints p50/p95 of TTFA and of the time to the last audio, with the device, torch version and
-commit, and appends a row per front to bench/results/fronts.csv.
+commit, and appends a row per front to bench/results/fronts.csv. The runners are
+``clients.benchmark``'s (``fpstream bench ttfa --server URL --compare URL…`` measures any
+server, ours or another engine's, the same way).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
-import json
-import time
-from typing import Any, AsyncIterator
+from typing import Any
 
 import torch
-from wyoming.audio import AudioChunk
-from wyoming.client import AsyncTcpClient
-from wyoming.tts import SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
 
 from bench.common import PHRASE_128, environment, percentile, write_rows
-from bench.ttfa import token_deltas
-from clients.client import synthesize
+from clients import benchmark
+from clients.benchmark import token_deltas
 from clients.server import serve_tts
 from clients.wyoming import serve_wyoming
 from engine import Engine
 
 
-async def paced(deltas: list[str], token_rate: float | None) -> AsyncIterator[str]:
-    t0 = time.perf_counter()
-    for i, d in enumerate(deltas):
-        if token_rate:
-            wait = t0 + i / token_rate - time.perf_counter()
-            if wait > 0:
-                await asyncio.sleep(wait)
-        yield d
-
-
 async def wyoming_run(host: str, port: int, deltas: list[str],
                       token_rate: float | None) -> tuple[float, float]:
     """(TTFA, time to the last audio) in seconds, from the first synthesize-chunk."""
-    async with AsyncTcpClient(host, port, read_timeout=60) as client:
-        await client.write_event(SynthesizeStart().event())
-        t0 = time.perf_counter()
-
-        async def write() -> None:
-            async for d in paced(deltas, token_rate):
-                await client.write_event(SynthesizeChunk(d).event())
-            await client.write_event(SynthesizeStop().event())
-
-        writer = asyncio.ensure_future(write())
-        first = last = None
-        try:
-            while True:
-                event = await client.read_event()
-                if event is None:
-                    raise RuntimeError("the Wyoming server closed the connection")
-                if AudioChunk.is_type(event.type):
-                    last = time.perf_counter() - t0
-                    first = last if first is None else first
-                elif event.type == "error":
-                    raise RuntimeError(f"Wyoming error: {event.data}")
-                elif SynthesizeStopped.is_type(event.type):
-                    break
-            await writer
-        finally:
-            writer.cancel()
-    if first is None or last is None:
-        raise RuntimeError("no audio came back")
-    return first, last
+    run = await benchmark.wyoming_run(host, port, deltas, token_rate, streaming=True)
+    return run.ttfa, run.last
 
 
 async def websocket_run(url: str, deltas: list[str],
                         token_rate: float | None) -> tuple[float, float]:
     """(TTFA, time to the last audio) in seconds, from handing over the first text delta."""
-    t0: list[float] = []
-
-    async def timed() -> AsyncIterator[str]:
-        async for d in paced(deltas, token_rate):
-            if not t0:
-                t0.append(time.perf_counter())
-            yield d
-
-    first = last = None
-    async with synthesize(url, timed()) as s:
-        async for _ in s:
-            last = time.perf_counter() - t0[0]
-            first = last if first is None else first
-    if first is None or last is None:
-        raise RuntimeError("no audio came back")
-    return first, last
+    run = await benchmark.ws_run(url, deltas, token_rate)
+    return run.ttfa, run.last
 
 
 def openai_run(host: str, port: int, text: str, sse: bool) -> tuple[float, float]:
     """(TTFA, time to the last audio) in seconds, from sending the request (blocking: run it
     in a thread)."""
-    body = {"model": "tts-1", "voice": "alloy", "input": text, "response_format": "pcm"}
-    if sse:
-        body["stream_format"] = "sse"
-    conn = http.client.HTTPConnection(host, port, timeout=60)
-    conn.connect()  # connecting is not counted
-    try:
-        t0 = time.perf_counter()
-        conn.request("POST", "/v1/audio/speech", body=json.dumps(body),
-                     headers={"Content-Type": "application/json"})
-        r = conn.getresponse()
-        if r.status != 200:
-            raise RuntimeError(f"HTTP {r.status}: {r.read()[:200]!r}")
-        first = last = None
-        while True:
-            part = r.readline() if sse else r.read1(65536)
-            if not part:
-                break
-            if sse and not part.startswith(b'data: {"type": "speech.audio.delta"'):
-                continue
-            last = time.perf_counter() - t0
-            first = last if first is None else first
-    finally:
-        conn.close()
-    if first is None or last is None:
-        raise RuntimeError("no audio came back")
-    return first, last
+    run = benchmark.openai_run(f"http://{host}:{port}/v1", text, sse=sse)
+    return run.ttfa, run.last
 
 
 FRONTS = ("ws", "openai-pcm", "openai-sse", "wyoming")

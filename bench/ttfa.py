@@ -9,62 +9,30 @@ LLM-style token deltas (~4 characters each) arriving at --token-rate tokens/s (T
 first delta). Per run it records TTFA, the gaps between chunks, underruns in real-time
 playback that starts when the first chunk arrives (a chunk that arrives after the audio
 before it has finished playing) and RTF = audio seconds / wall seconds of the stream.
-Prints p50/p95/p99 and appends a row per input to bench/results/ttfa.csv.
+Prints p50/p95/p99 and appends a row per input to bench/results/ttfa.csv. The timers,
+statistics and token deltas are ``clients.benchmark``'s, as in ``fpstream bench ttfa`` (which
+also measures servers; this script adds random-weight voices of a preset size and cancel).
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import time
 
 import torch
 
 from bench.common import (PHRASE_128, bench_voice, environment, percentile,
                           playback_underruns, summarize, write_rows)
-
-
-def token_deltas(text: str) -> list[str]:
-    """Split text like an LLM tokenizer would: words with their leading space, long words
-    cut into ~4-character pieces."""
-    out = []
-    for w in re.findall(r"\s*\S+", text):
-        while len(w) > 5:
-            out.append(w[:4])
-            w = w[4:]
-        out.append(w)
-    return out
+from clients.benchmark import engine_run, token_deltas  # noqa: F401 - token_deltas: re-export
 
 
 def timed_stream(engine, text_or_deltas, token_rate: float | None) -> dict:
     """Run one request; returns its timings (seconds) and audio length."""
-    sr = engine.sample_rate
-    if isinstance(text_or_deltas, str):
-        source = text_or_deltas
-    else:
-        deltas = list(text_or_deltas)
-
-        def paced():
-            t0 = time.perf_counter()
-            for i, d in enumerate(deltas):
-                wait = t0 + i / token_rate - time.perf_counter()
-                if wait > 0:
-                    time.sleep(wait)
-                yield d
-
-        source = paced()
-    t0 = time.perf_counter()
-    arrivals, offsets, lengths = [], [], []
-    for chunk in engine.stream(source):
-        arrivals.append(time.perf_counter() - t0)
-        offsets.append(chunk.offset)
-        lengths.append(len(chunk.audio))
-    total = time.perf_counter() - t0
-    audio_s = (offsets[-1] + lengths[-1]) / sr
-    under, gap = playback_underruns(arrivals, [n / sr for n in lengths])
-    return {"ttfa": arrivals[0], "gaps": [b - a for a, b in zip(arrivals, arrivals[1:])],
-            "underruns": under, "gap_s": gap,
-            "chunks": len(arrivals), "audio_s": audio_s, "wall_s": total, "rtf": audio_s / total}
+    run = engine_run(engine, text_or_deltas, token_rate)
+    under, gap = playback_underruns(run.arrivals, run.durations)
+    return {"ttfa": run.ttfa, "gaps": run.gaps, "underruns": under, "gap_s": gap,
+            "chunks": len(run.arrivals), "audio_s": run.audio_s, "wall_s": run.wall,
+            "rtf": run.rtf}
 
 
 def cancel_latency(engine, text: str) -> tuple[float, int]:

@@ -3,6 +3,7 @@
     fpstream speak "Hello there." -o hello.wav          # engine, in this process
     fpstream serve / fpstream say "Hello."               # websocket server and its client
     fpstream wyoming (or serve --wyoming URI)            # Home Assistant's Wyoming protocol
+    fpstream bench ttfa [--server URL] [--compare URL…]   # time to first audio, any engine
     fpstream corpus build / fpstream train               # engine.training registers these
 
 Run ``fpstream COMMAND --help`` for every option. Bad input (:class:`engine.errors.InputError`)
@@ -16,7 +17,7 @@ import argparse
 import logging
 import sys
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 from engine.errors import InputError
 from engine.runtime.request import SynthesisOptions
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_voice_options(speak)
     speak.set_defaults(func=cmd_speak)
     _add_server_commands(sub)
+    _add_bench_commands(sub)
     _add_training_commands(sub)
     return parser
 
@@ -342,16 +344,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
               f"{server.http_url}/v1 ({auth}){extra}, voice at {engine.sample_rate} Hz; "
               f"Ctrl-C stops", file=sys.stderr, flush=True)
 
-    try:
-        run_server(engine, args.host, args.port, token=token, on_ready=ready, also=also,
-                   **limits)
-    except OSError as e:  # e.g. the port is taken
-        where = f"{args.host}:{args.port}" + (f" or {args.wyoming}" if also else "")
-        raise InputError(f"cannot listen on {where}: {e.strerror or e}") from None
-    finally:
-        engine.close()
-    print("fpstream: server stopped", file=sys.stderr)
-    return 0
+    where = f"{args.host}:{args.port}" + (f" or {args.wyoming}" if also else "")
+    return _serve_then_close(
+        engine, lambda: run_server(engine, args.host, args.port, token=token, on_ready=ready,
+                                   also=also, **limits), where, "server")
 
 
 def cmd_wyoming(args: argparse.Namespace) -> int:
@@ -366,13 +362,21 @@ def cmd_wyoming(args: argparse.Namespace) -> int:
               f"{server.port}; voice at {engine.sample_rate} Hz); Ctrl-C stops",
               file=sys.stderr, flush=True)
 
+    return _serve_then_close(
+        engine, lambda: run_wyoming(engine, args.uri, allow_remote=args.allow_remote,
+                                    on_ready=ready, **limits), args.uri, "Wyoming server")
+
+
+def _serve_then_close(engine, serve: Callable[[], None], where: str, what: str) -> int:
+    """Run a blocking server until Ctrl-C / SIGTERM, then close the engine. A port that
+    cannot be had is the user's error."""
     try:
-        run_wyoming(engine, args.uri, allow_remote=args.allow_remote, on_ready=ready, **limits)
+        serve()
     except OSError as e:  # e.g. the port is taken
-        raise InputError(f"cannot listen on {args.uri}: {e.strerror or e}") from None
+        raise InputError(f"cannot listen on {where}: {e.strerror or e}") from None
     finally:
         engine.close()
-    print("fpstream: Wyoming server stopped", file=sys.stderr)
+    print(f"fpstream: {what} stopped", file=sys.stderr)
     return 0
 
 
@@ -380,6 +384,122 @@ def cmd_say(args: argparse.Namespace) -> int:
     from .client import run_cli
 
     return run_cli(args)
+
+
+def _add_bench_commands(sub: argparse._SubParsersAction) -> None:
+    """``bench ttfa``: time to first audio of this engine in-process or of any server."""
+    bench = sub.add_parser("bench", help="benchmarks (bench ttfa: time to first audio)",
+                           description="Benchmarks a user can run: `fpstream bench ttfa`.")
+    bsub = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)
+    p = bsub.add_parser(
+        "ttfa", help="time to first audio, in-process or against servers (any engine)",
+        description="Time to first audio (p50/p95/p99), time to the last audio, streaming RTF, "
+                    "gaps between chunks and underruns against a real-time player, for this "
+                    "engine in-process (the default) or a server speaking this project's "
+                    "websocket protocol, OpenAI's speech API or Wyoming, ours or another "
+                    "engine's; --compare measures several in turn, in one table and one plot. "
+                    "Times count from handing over the text (connecting is not counted); an "
+                    "API that takes only whole text (OpenAI, a Wyoming server without "
+                    "streaming) gets it when its last --token-rate token has come, and is "
+                    "timed from the first token too.")
+    g = p.add_argument_group("targets")
+    g.add_argument("--server", metavar="URL",
+                   help="measure this server instead of the engine in-process: "
+                        "ws://HOST:PORT/v1/tts, http://HOST:PORT/v1 (OpenAI base URL) or "
+                        "tcp://HOST:PORT (Wyoming)")
+    g.add_argument("--api", metavar="ws|openai|wyoming",
+                   help="the --server's API (default: from the URL scheme: ws/wss, http/https, "
+                        "tcp)")
+    g.add_argument("--compare", nargs="+", metavar="URL",
+                   help="also measure these, after --server or the in-process engine; each may "
+                        "name its API: openai+http://…, wyoming+tcp://…")
+    g.add_argument("--model", default="tts-1",
+                   help="OpenAI 'model' field (default tts-1)")
+    g.add_argument("--voice", help="voice name (OpenAI default: alloy; Wyoming and websocket: "
+                                   "the server's default)")
+    g.add_argument("--api-key", metavar="KEY",
+                   help="OpenAI API key (default: $OPENAI_API_KEY) or websocket token "
+                        "(default: $FPSTREAM_TOKEN)")
+    g = p.add_argument_group("what is measured")
+    g.add_argument("--text", help="the text (default: the 128-character benchmark phrase)")
+    g.add_argument("--file", metavar="PATH", help="read the text from this UTF-8 file "
+                                                  "('-' = standard input)")
+    g.add_argument("--token-rate", type=float, metavar="TOKENS_PER_S",
+                   help="stream the text as LLM-style token deltas at this rate (default: the "
+                        "whole text at once)")
+    g.add_argument("--runs", type=int, default=20, help="measured runs per target (default 20)")
+    g.add_argument("--warmup", type=int, default=2, help="unmeasured runs first (default 2)")
+    g.add_argument("--clients", type=int, default=1, metavar="N",
+                   help="concurrent streams per run (default 1)")
+    g.add_argument("--prebuffer-ms", type=float, default=150.0, metavar="MS",
+                   help="the real-time player starts this long after the first chunk "
+                        "(default 150)")
+    g.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="give up on a stream after this long (default 60)")
+    g = p.add_argument_group("output")
+    g.add_argument("--csv", metavar="PATH", help="write one row per target to this CSV file")
+    g.add_argument("--plot", metavar="PNG", help="TTFA CDF and one run's chunk timeline per "
+                                                 "target (needs matplotlib)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_bench_ttfa)
+
+
+def cmd_bench_ttfa(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from . import benchmark as bm
+
+    for name, ok in (("runs", args.runs >= 1), ("warmup", args.warmup >= 0),
+                     ("prebuffer-ms", args.prebuffer_ms >= 0)):
+        if not ok:
+            bound = ">= 1" if name == "runs" else ">= 0"
+            raise InputError(f"--{name} must be {bound}, got "
+                             f"{getattr(args, name.replace('-', '_')):g}")
+    targets = bm.parse_targets(args.server, args.api, args.compare or ())
+    text = bm.PHRASE_128 if args.text is None and args.file is None else read_text(
+        argparse.Namespace(text=args.text, text_file=args.file))
+    settings = bm.Settings(text=text.strip(), token_rate=args.token_rate, clients=args.clients,
+                           model=args.model, voice=args.voice, api_key=args.api_key,
+                           timeout=args.timeout)
+    if args.plot:
+        bm.pyplot()  # no matplotlib: say so before measuring
+    engine = _load_engine(args) if targets[0].api == "engine" else None
+    progress = _Progress(enabled=not args.no_progress and sys.stderr.isatty(), what="runs")
+    try:
+        results = asyncio.run(bm.Benchmark(targets, settings, engine).measure(
+            args.runs, args.warmup, progress))
+        env = bm.environment(engine)
+    finally:
+        if engine is not None:
+            engine.close()
+    prebuffer = args.prebuffer_ms / 1e3
+    stats = {t.label: {**bm.summarize_runs(results[t.label], prebuffer), "runs": args.runs}
+             for t in targets}
+    what = "the 128-character phrase" if settings.text == bm.PHRASE_128 else \
+        f"{len(settings.text)} characters"
+    how = f"as {len(settings.source)} tokens at {args.token_rate:g}/s" if args.token_rate \
+        else "whole"
+    gpu = f" | GPU {env['gpu']}" if env["gpu"] else ""
+    where = "client (servers: their own)" if engine is None else f"device {env['device']}"
+    print(f"fpstream bench ttfa | {where} | CPU {env['cpu']}{gpu} | torch {env['torch']} | "
+          f"commit {env['commit']}\n"
+          f"text: {what}, {how} | {args.runs} runs after {args.warmup} warm-up, "
+          f"{args.clients} stream(s) at once | player prebuffer {args.prebuffer_ms:g} ms")
+    print(bm.format_table(stats))
+    print("TTFA / last: text handed over -> first / last audio received; RTF: audio s / wall "
+          "s; gap: between chunks; underruns: chunks later than a real-time player, all runs")
+    if args.csv:
+        bm.write_csv(args.csv, [
+            {**env, "target": t.label, "api": t.api, "url": t.url, "clients": args.clients,
+             "token_rate": args.token_rate or "", "prebuffer_ms": args.prebuffer_ms,
+             "warmup": args.warmup, **{k: round(v, 3) if isinstance(v, float) else v
+                                       for k, v in stats[t.label].items()}} for t in targets])
+        print(f"wrote {args.csv}")
+    if args.plot:
+        bm.plot(args.plot, results, prebuffer)
+        print(f"wrote {args.plot}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
