@@ -10,11 +10,11 @@ import csv
 import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
+from server_thread import ServerThread
 from clients import benchmark as bm
 from clients.cli import main
 from clients.server import serve_tts
@@ -152,34 +152,15 @@ def test_in_process_prints_the_table_and_writes_csv_and_plot(tmp_path, capsys):
     assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 10_000
 
 
-class _Servers:
-    """Our websocket + OpenAI server and our Wyoming server, on their own event loop in a
-    thread (the command runs its own)."""
+class _Servers(ServerThread):
+    """Our websocket + OpenAI server and our Wyoming server, in a thread (the command runs
+    its own event loop)."""
 
     def __init__(self, engine):
-        self.loop = asyncio.new_event_loop()
-        self.http = serve_tts(engine, port=0)
-        self.wyoming = serve_wyoming(engine, "tcp://127.0.0.1:0")
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(self.loop)
-            self.loop.run_until_complete(self.http.start())
-            self.loop.run_until_complete(self.wyoming.start())
-            ready.set()
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-        assert ready.wait(20), "servers did not start"
+        super().__init__(serve_tts(engine, port=0), serve_wyoming(engine, "tcp://127.0.0.1:0"))
+        self.http, self.wyoming = self.servers
         self.urls = {"ws": self.http.url, "openai": self.http.http_url + "/v1",
                      "wyoming": self.wyoming.uri}
-
-    def close(self) -> None:
-        for server in (self.wyoming, self.http):
-            asyncio.run_coroutine_threadsafe(server.close(), self.loop).result(20)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
 
 @pytest.fixture(scope="module")

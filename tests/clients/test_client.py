@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -17,9 +16,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from server_thread import ServerThread
 from clients import client as client_mod
 from clients.client import TTSError, synthesize, synthesize_sync
-from clients.server import TTSServer, serve_tts
+from clients.server import serve_tts
 from engine import Engine
 from engine.pcm import float_to_mulaw, float_to_pcm16, mulaw_to_float, pcm16_to_float, resample
 from clients.cli import main as cli_main
@@ -34,33 +34,14 @@ SHORT = "Hello there, my friend. How are you today?"
 TOKEN = "client-test-token"
 
 
-class ServerThread:
-    """A TTSServer on its own event loop in a background thread, so that synchronous code
-    (the sync client, the CLI) can talk to it from the test's thread."""
-
-    def __init__(self, engine: Engine, **kwargs):
-        self.engine, self.kwargs = engine, kwargs
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.server: TTSServer | None = None
-
-    def __enter__(self) -> TTSServer:
-        self.thread.start()
-        fut = asyncio.run_coroutine_threadsafe(
-            serve_tts(self.engine, port=0, **self.kwargs).start(), self.loop)
-        self.server = fut.result(timeout=10)
-        return self.server
-
-    def __exit__(self, *exc) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.close(), self.loop).result(timeout=20)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        self.loop.close()
+def server_thread(engine: Engine, **kwargs) -> ServerThread:
+    """Our server for the tiny engine, in a thread (``with`` gives the TTSServer)."""
+    return ServerThread(serve_tts(engine, port=0, **kwargs))
 
 
 @pytest.fixture(scope="module")
 def server(engine):
-    with ServerThread(engine, token=TOKEN) as srv:
+    with server_thread(engine, token=TOKEN) as srv:
         yield srv
 
 
@@ -196,7 +177,7 @@ def test_failing_text_producer_propagates_and_frees_the_server(server, engine):
 
 
 def test_busy_server_raises_busy(engine):
-    with ServerThread(engine, max_sessions=1) as srv:
+    with server_thread(engine, max_sessions=1) as srv:
         holder = synthesize_sync(srv.url, LONG)
         next(holder)  # the only session is in use
         with pytest.raises(TTSError) as e:

@@ -10,7 +10,6 @@ import http.client
 import json
 import shutil
 import subprocess
-import threading
 import time
 
 import numpy as np
@@ -19,6 +18,7 @@ import soundfile as sf
 
 from urllib.parse import urlsplit
 
+from server_thread import ServerThread
 from clients import openai_api as oa
 from clients.server import serve_tts
 from engine.pcm import pcm16_to_float, resample
@@ -29,29 +29,12 @@ TEXT = "Hello there, my friend. How are you today?"
 TOKEN = "s3cret-token"
 
 
-class _ServerThread:
-    """A server on its own event loop in a thread, for blocking clients."""
+class _ServerThread(ServerThread):
+    """Our server for ``engine`` in a thread; ``url`` is its HTTP base URL."""
 
     def __init__(self, engine, **kwargs):
-        self.loop = asyncio.new_event_loop()
-        self.server = serve_tts(engine, port=0, **kwargs)
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(self.loop)
-            self.loop.run_until_complete(self.server.start())
-            ready.set()
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-        assert ready.wait(20), "server did not start"
-        self.url = self.server.http_url
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.server.close(), self.loop).result(20)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
+        super().__init__(serve_tts(engine, port=0, **kwargs))
+        self.url = self.servers[0].http_url
 
 
 @pytest.fixture(scope="module")
