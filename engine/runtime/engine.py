@@ -255,12 +255,7 @@ class Engine:
                 # Idle: sleep until woken; short timeouts let time-based releases happen.
                 self._wakeup.wait(timeout=0.02 if self._requests else 0.5)
                 self._wakeup.clear()
-        while True:  # requests submitted while the loop was stopping
-            try:
-                req = self._new.get_nowait()
-            except queue.Empty:
-                break
-            self._requests[req.id] = req
+        self._admit_new()  # requests submitted while the loop was stopping end too
         for req in list(self._requests.values()):
             self._finish(req, END)
 
@@ -271,12 +266,7 @@ class Engine:
 
     def _step(self) -> bool:
         now = time.monotonic()
-        while True:
-            try:
-                req = self._new.get_nowait()
-            except queue.Empty:
-                break
-            self._requests[req.id] = req
+        self._admit_new()
         for req in list(self._requests.values()):
             if req.cancelled or req.sink.dead:
                 self._finish(req, END)
@@ -285,6 +275,15 @@ class Engine:
         fp_done = self._run_fastpitch()
         voc_done = self._run_vocoder()
         return fp_done or voc_done
+
+    def _admit_new(self) -> None:
+        """Move submitted requests into the loop's set."""
+        while True:
+            try:
+                req = self._new.get_nowait()
+            except queue.Empty:
+                return
+            self._requests[req.id] = req
 
     def _take_text(self, req: RequestState, now: float) -> None:
         chunks: list[TextChunk] = []
