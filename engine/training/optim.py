@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError
+from ..models.weights import cpu_has_bf16
 
 log = logging.getLogger(__name__)
 
@@ -88,25 +89,6 @@ def bin_loss_weight(step: int, start: int, warmup: int) -> float:
     if step < start:
         return 0.0
     return min(1.0, (step - start + 1) / max(1, warmup))
-
-
-def cpu_has_bf16() -> bool:
-    """True when this CPU has native bf16 arithmetic (AVX512-BF16 or AMX-BF16): bf16 autocast
-    is then faster than fp32 (1.7x for the small preset on 2 EPYC cores); without it oneDNN
-    emulates bf16 and it is slower."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = set(next((ln for ln in f if ln.startswith("flags")), "").split())
-    except OSError:
-        flags = set()
-    if flags:
-        return bool(flags & {"avx512_bf16", "amx_bf16"})
-    # No /proc/cpuinfo (macOS, Windows): ask oneDNN through torch.
-    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    try:
-        return bool(check is not None and check())
-    except RuntimeError:
-        return False
 
 
 def amp_supported(device: torch.device, dtype: torch.dtype) -> bool:

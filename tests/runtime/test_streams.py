@@ -222,3 +222,31 @@ def _wait_idle(engine, timeout: float = 5.0) -> None:
     while engine.active_requests and time.monotonic() - t0 < timeout:
         time.sleep(0.01)
     assert engine.active_requests == 0
+
+
+@pytest.mark.skipif(not __import__("engine.models.weights", fromlist=["x"]).cpu_has_bf16(),
+                    reason="this CPU has no native bf16")
+def test_cpu_bf16_vocoder_streams_equal_offline_and_stay_close_to_fp32(engine, caplog) -> None:
+    with caplog.at_level("INFO", logger="engine.runtime.runner"):
+        eng = Engine.load(fastpitch=DATA / "tiny_fastpitch.pt", hifigan=DATA / "tiny_hifigan.pt",
+                          device="cpu", dtype="bf16", config=EngineConfig(window_sizes=(48,)))
+    try:
+        assert "bfloat16 autocast" in caplog.text  # the log says which path runs
+        whole = eng.synthesize(TEXT)
+        streamed = _audio(eng.stream(iter(DELTAS)))
+        np.testing.assert_array_equal(streamed, whole.audio)  # same path: identical
+        ref = engine.synthesize(TEXT).audio  # fp32
+        n = min(len(ref), len(whole.audio))
+        noise = np.sum((ref[:n] - whole.audio[:n]) ** 2)
+        assert 10 * np.log10(np.sum(ref[:n] ** 2) / noise) > 10  # bf16 rounding, not garbage
+    finally:
+        eng.close()
+
+
+def test_cpu_bf16_is_refused_where_it_would_be_slow(monkeypatch) -> None:
+    import engine.runtime.engine as engine_mod
+
+    monkeypatch.setattr(engine_mod, "cpu_has_bf16", lambda: False)
+    with pytest.raises(InputError, match="no native bf16"):
+        Engine.load(fastpitch=DATA / "tiny_fastpitch.pt", hifigan=DATA / "tiny_hifigan.pt",
+                    device="cpu", dtype="bf16")
