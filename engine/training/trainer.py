@@ -269,8 +269,12 @@ class Trainer:
                         self.cfg.resume)
         setup = ckpt.get("train_setup") or {}
         self.step = int(ckpt.get("iteration", setup.get("iteration", 0)) or 0)
-        self.train_seconds = float(setup.get("train_seconds", 0.0) or 0.0)
-        self.cpu_seconds = float(setup.get("cpu_seconds", 0.0) or 0.0)
+        # Time so far, carried across runs. Voices shipped by scripts/ship_voice.py before the
+        # trainer counted seconds carry only hours: read those too.
+        self.train_seconds = float(setup.get("train_seconds") or 0.0) \
+            or float(setup.get("train_hours") or 0.0) * 3600
+        self.cpu_seconds = float(setup.get("cpu_seconds") or 0.0) \
+            or float(setup.get("cpu_hours") or 0.0) * 3600
         m = self.train.manifest
         if float(self.model.pitch_std[0]) == 0:
             with torch.no_grad():

@@ -437,3 +437,19 @@ def test_gpu_script_dry_run(tmp_path):
     assert (corpus / "manifest.json").exists() and (out / "train.log").exists()
     model, setup = load_fastpitch(out / SHIPPING_NAME)
     assert setup["iteration"] == 3
+
+
+def test_time_carried_from_a_voice_that_records_only_hours(trained, tmp_path):
+    """Voices shipped before the trainer counted seconds carry train_hours/cpu_hours only:
+    a run resumed from one adds to those hours instead of starting from zero."""
+    corpus, run, _, _ = trained
+    ck = torch.load(run / SHIPPING_NAME, map_location="cpu", weights_only=True)
+    setup = ck["train_setup"]
+    for key in ("train_seconds", "cpu_seconds"):
+        setup.pop(key, None)
+    setup.update(train_hours=1.5, cpu_hours=3.0)
+    old = tmp_path / "hours_only.pt"
+    torch.save(ck, old)
+    Trainer(train_cfg(corpus, tmp_path / "h", steps=1, resume=str(old))).run()
+    _, setup2 = load_fastpitch(tmp_path / "h" / SHIPPING_NAME)
+    assert setup2["train_seconds"] > 1.5 * 3600 and setup2["cpu_seconds"] > 3.0 * 3600
