@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import itertools
 import logging
 import math
@@ -207,7 +208,7 @@ def create_app(engine: Engine, token: str | None = None, limits: ServerLimits | 
         if not state.acquire():
             log.warning("refusing a session: %d at once is the limit", state.limits.max_sessions)
             try:
-                await conn.send(_json({"type": "error", "code": BUSY,
+                await conn.send(json.dumps({"type": "error", "code": BUSY,
                                        "message": f"the server is busy "
                                                   f"({state.limits.max_sessions} sessions); "
                                                   "try again later"}))
@@ -346,9 +347,3 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise oa.ApiError(413, f"request body larger than {limit} bytes",
                               code="request_too_large")
     return bytes(body)
-
-
-def _json(msg: dict[str, Any]) -> str:
-    import json
-
-    return json.dumps(msg)

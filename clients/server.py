@@ -89,9 +89,6 @@ class _Uvicorn(uvicorn.Server):
     def capture_signals(self) -> Iterator[None]:
         yield
 
-    def install_signal_handlers(self) -> None:  # uvicorn < 0.29
-        pass
-
 
 class TTSServer:
     """Every front around one :class:`Engine` (:func:`clients.app.create_app`) on one port.
